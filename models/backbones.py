@@ -1,0 +1,129 @@
+"""Backbones: image → flat feature vector. Each has `out_dim` and `load_pretrained(path)`.
+
+AlexNet follows torchvision's layout (`features` / `avgpool` / `classifier`) so converted ImageNet
+weights load by name; VGG-16 follows `paddle.vision.models.vgg16`'s names and ResNets wrap
+`paddle.vision.models.resnet*`, so Paddle's own ImageNet `.pdparams` files load as they are. The last
+ImageNet classification layer is dropped: the hash head takes its place.
+"""
+import os
+
+import paddle
+import paddle.nn as nn
+
+from utils.errors import UserError
+
+
+class AlexNet(nn.Layer):
+    """AlexNet up to fc7 (4096-d), torchvision names: features.*, classifier.1 (fc6), classifier.4 (fc7)."""
+
+    out_dim = 4096
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2D(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(),
+            nn.MaxPool2D(kernel_size=3, stride=2),
+            nn.Conv2D(64, 192, kernel_size=5, padding=2), nn.ReLU(),
+            nn.MaxPool2D(kernel_size=3, stride=2),
+            nn.Conv2D(192, 384, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2D(384, 256, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2D(256, 256, kernel_size=3, padding=1), nn.ReLU(),
+            nn.MaxPool2D(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2D((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+        )
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(paddle.flatten(x, 1))
+
+
+class VGG16(nn.Layer):
+    """VGG-16 up to fc7 (4096-d), names as paddle.vision.models.vgg16 (features.*, classifier.0/3)."""
+
+    out_dim = 4096
+
+    def __init__(self):
+        super().__init__()
+        from paddle.vision.models.vgg import make_layers
+
+        cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+        self.features = make_layers(cfg)
+        self.avgpool = nn.AdaptiveAvgPool2D((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(),
+        )
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(paddle.flatten(x, 1))
+
+
+class ResNet(nn.Layer):
+    """paddle.vision ResNet without its fc layer; global-average-pooled features."""
+
+    def __init__(self, depth):
+        super().__init__()
+        from paddle.vision.models import resnet
+
+        self.net = getattr(resnet, f"resnet{depth}")(num_classes=0, with_pool=True)
+        self.out_dim = 512 if depth in (18, 34) else 2048
+
+    def forward(self, x):
+        return paddle.flatten(self.net(x), 1)
+
+
+BACKBONES = {
+    "alexnet": AlexNet,
+    "vgg16": VGG16,
+    "resnet18": lambda: ResNet(18),
+    "resnet34": lambda: ResNet(34),
+    "resnet50": lambda: ResNet(50),
+    "resnet101": lambda: ResNet(101),
+}
+
+
+def build_backbone(name):
+    if name not in BACKBONES:
+        raise UserError(f"--backbone {name}: unknown backbone; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]()
+
+
+def load_backbone_weights(backbone, path, flag="--backbone-weights"):
+    """Load ImageNet weights from a local Paddle state-dict file into `backbone`.
+
+    Keys are matched by name (a leading `net.` is added for the ResNet wrapper); keys of the dropped
+    ImageNet classifier and anything absent from the backbone are ignored and reported. Nothing is
+    downloaded: a missing file is a clear error.
+    """
+    if not os.path.isfile(path):
+        raise UserError(
+            f"{flag} {path}: file not found. Nothing is downloaded at run time: get ImageNet weights "
+            "for this backbone as a Paddle .pdparams file (e.g. from the PaddleClas/paddle.vision model zoo on a "
+            "machine with internet, or convert torchvision weights with scripts/convert_torchvision_weights.py) "
+            "and pass its local path")
+    try:
+        state = paddle.load(path)
+    except Exception as exc:  # a corrupt or foreign file: say so in one line
+        raise UserError(f"{flag} {path}: not a Paddle weights file ({type(exc).__name__}: {exc})")
+    if not isinstance(state, dict):
+        raise UserError(f"{flag} {path}: expected a state dict, found {type(state).__name__}")
+    own = backbone.state_dict()
+    prefix = "net." if isinstance(backbone, ResNet) else ""
+    matched, skipped = {}, []
+    for key, value in state.items():
+        name = prefix + key
+        if name in own and list(own[name].shape) == list(value.shape):
+            matched[name] = value
+        else:
+            skipped.append(key)
+    missing = [k for k in own if k not in matched]
+    if not matched:
+        raise UserError(f"{flag} {path}: no parameter matches this backbone by name and shape; "
+                        "is it the right backbone?")
+    backbone.set_state_dict(matched)
+    return {"loaded": len(matched), "skipped": skipped, "missing": missing}
