@@ -1,0 +1,85 @@
+"""Checkpoints: one file holding the weights and everything needed to rebuild the model and to
+resume exactly (configuration, codebook (inside the weights), optimizer, loss state such as HashNet's
+memory bank, epoch and step, best mAP, random states). Written atomically.
+
+Checkpoints are pickle-based (`paddle.save`): load only files you trust.
+"""
+import hashlib
+import os
+import random
+
+import numpy as np
+import paddle
+
+from utils.errors import UserError
+from utils.fileio import atomic_path
+
+FORMAT = "paddle-deephash-checkpoint"
+VERSION = 1
+
+
+def _to_numpy(t):
+    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+
+
+def weights_fingerprint(state_dict):
+    """sha256 over parameter names, shapes, dtypes and bytes, in name order: changes whenever a weight does."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        arr = np.ascontiguousarray(_to_numpy(state_dict[name]))
+        h.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path, model, cfg, epoch, best_map, optimizer=None, scheduler=None, criterion=None,
+                    step=0, extra=None):
+    state = model.state_dict()
+    ckpt = {
+        "format": FORMAT,
+        "version": VERSION,
+        "cfg": dict(cfg),
+        "epoch": int(epoch),  # completed epochs
+        "step": int(step),  # batches already done in epoch + 1 (non-zero after Ctrl-C)
+        "best_map": float(best_map),
+        "model": state,
+        "weights_fingerprint": weights_fingerprint(state),
+        "paddle_version": paddle.__version__,
+    }
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        ckpt["scheduler"] = scheduler.state_dict()
+    if criterion is not None:
+        ckpt["criterion"] = criterion.state_dict()
+    ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    ckpt.update(extra or {})
+    with atomic_path(path) as tmp:
+        paddle.save(ckpt, tmp)
+
+
+def load_checkpoint(path, flag="--pretrained"):
+    """Read a checkpoint written by save_checkpoint; UserError for anything else."""
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} {path}: file not found; train a model first (main_single_gpu.py) "
+                        "or point to its best.pdparams / last.pdparams")
+    try:
+        ckpt = paddle.load(path)
+    except Exception as exc:
+        raise UserError(f"{flag} {path}: not a readable checkpoint ({type(exc).__name__}); "
+                        "is the file complete and written by this project?")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{flag} {path}: not a checkpoint of this project (no '{FORMAT}' header); "
+                        "pass a best.pdparams / last.pdparams written by main_single_gpu.py")
+    if ckpt.get("version", 0) > VERSION:
+        raise UserError(f"{flag} {path}: checkpoint version {ckpt['version']} is newer than this code "
+                        f"understands ({VERSION}); update the project")
+    return ckpt
+
+
+def restore_rng(ckpt):
+    rng = ckpt.get("rng")
+    if rng:
+        paddle.set_rng_state(rng["paddle"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])

@@ -1,0 +1,390 @@
+"""The one training / evaluation engine behind main_single_gpu.py and main_multi_gpu.py.
+
+    cfg → lists → datasets/loaders → model (backbone + head) → loss → train epochs
+        → encode query/database → utils.retrieval (mAP) → checkpoints, codes, metrics
+
+Multi-process runs differ only in: sharded samplers, `paddle.DataParallel`, codes gathered from
+every rank before ranking, HashNet's memory bank fed with every rank's batch, and writes on rank 0.
+"""
+import csv
+import io
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from models import METHODS, build_model, load_backbone_weights
+from utils import retrieval
+from utils.checkpoint import load_checkpoint, restore_rng, save_checkpoint, weights_fingerprint
+from utils.code_cache import make_fingerprint, save_codes
+from utils.config import ARCH_KEYS, resolve
+from utils.datasets import PRESETS, ImageListDataset, load_lists, make_loader
+from utils.dist import Env
+from utils.errors import UserError
+from utils.fileio import check_writable_dir, write_json, write_text
+from utils.transforms import Preprocess
+
+log = logging.getLogger("deephash")
+
+BEST, LAST = "best.pdparams", "last.pdparams"
+
+
+def setup_logging(output, is_main, filename):
+    log.handlers.clear()
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if is_main:
+        handler = logging.FileHandler(os.path.join(output, filename), encoding="utf-8")
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+
+
+# ----------------------------------------------------------------------------------------- data
+class Data:
+    """The three lists, their datasets, and the evaluation loaders."""
+
+    def __init__(self, cfg, env, need_train):
+        preset = PRESETS[cfg["dataset"]]
+        names = ("train", "database", "test") if need_train else ("database", "test")
+        self.lists = load_lists(cfg["list_dir"], preset.num_labels, cfg["allow_absolute_paths"], names)
+        width = next(iter(self.lists.values())).num_labels
+        if cfg.get("num_labels") not in (None, width):
+            raise UserError(f"{self.lists['test'].list_file}: lists have {width} labels but the checkpoint "
+                            f"was trained with {cfg['num_labels']}; use the lists it was trained on")
+        cfg["num_labels"] = width
+        if not os.path.isdir(cfg["data_path"]):
+            raise UserError(f"--data-path {cfg['data_path']}: directory not found; point it at the image root "
+                            "the list paths are relative to")
+        self.preprocess = Preprocess(cfg["resize_size"], cfg["crop_size"])
+        self.sets = {}
+        for name, lst in self.lists.items():
+            ds = ImageListDataset(lst, cfg["data_path"], self.preprocess, train=(name == "train"), seed=cfg["seed"])
+            skipped = ds.check_files(cfg["skip_bad_images"], log)
+            if len(ds) == 0:
+                raise UserError(f"{lst.list_file}: no usable image left after skipping {skipped}")
+            self.sets[name] = ds
+        self.env = env
+        self.cfg = cfg
+        self.loaders = {name: make_loader(self.sets[name], cfg["batch_size"], cfg["num_workers"], env.world_size,
+                                          env.rank) for name in ("database", "test")}
+        if need_train:
+            train = self.sets["train"]
+            if len(train) < cfg["batch_size"] * env.world_size:
+                raise UserError(f"-bs/--batch-size {cfg['batch_size']} × {env.world_size} process(es) is larger than "
+                                f"the training list ({len(train)} images); use a smaller batch size")
+            multi = preset.multi_label
+            cfg["multi_label"] = bool((train.list.labels.sum(1) != 1).any()) if multi is None else multi
+            self.train_loader = make_loader(train, cfg["batch_size"], cfg["num_workers"], env.world_size, env.rank,
+                                            train=True, seed=cfg["seed"])
+
+
+class BadImages:
+    """Turns a batch's `ok` flags into a one-line error, or drops the bad items with --skip-bad-images."""
+
+    def __init__(self, dataset, skip):
+        self.dataset, self.skip, self.count = dataset, skip, 0
+
+    def filter(self, img, label, idx, ok):
+        ok = ok.numpy().astype(bool)
+        if ok.all():
+            return img, label, idx
+        bad = idx.numpy()[~ok]
+        if not self.skip:
+            raise self.dataset.bad_image_error(int(bad[0]))
+        self.count += len(bad)
+        for i in bad:
+            log.warning("skipping unreadable image %s (%s)", self.dataset.path(int(i)), self.dataset.list.where(int(i)))
+        keep = paddle.to_tensor(np.flatnonzero(ok))
+        return (paddle.gather(img, keep), paddle.gather(label, keep), paddle.gather(idx, keep)) if ok.any() else None
+
+
+# ----------------------------------------------------------------------------------------- encode / evaluate
+@paddle.no_grad()
+def encode(model, loader, dataset, env, skip_bad, desc):
+    """Continuous codes of a whole list, gathered from every process: (codes float32 (n, bit), list positions)."""
+    model.eval()
+    bad = BadImages(dataset, skip_bad)
+    codes, indices = [], []
+    for img, label, idx, ok in tqdm(loader, desc=desc, disable=not env.is_main, leave=False, mininterval=2):
+        kept = bad.filter(img, label, idx, ok)
+        if kept is None:
+            continue
+        img, _, idx = kept
+        codes.append(model(img).numpy())
+        indices.append(idx.numpy())
+    bit = model.head.fc.weight.shape[1]
+    codes = np.concatenate(codes) if codes else np.zeros((0, bit), np.float32)
+    indices = np.concatenate(indices) if indices else np.zeros((0,), np.int64)
+    if env.distributed:  # each rank encoded its shard (padded to equal size): merge and de-duplicate
+        parts = env.gather_object((codes, indices))
+        codes = np.concatenate([p[0] for p in parts])
+        indices = np.concatenate([p[1] for p in parts])
+    indices, first = np.unique(indices, return_index=True)
+    return codes[first], indices
+
+
+def evaluate(model, data, cfg, env):
+    """Encode queries and database; mAP@topK (ties by database index) and tie-aware mAP."""
+    q, qi = encode(model, data.loaders["test"], data.sets["test"], env, cfg["skip_bad_images"], "encode query")
+    d, di = encode(model, data.loaders["database"], data.sets["database"], env, cfg["skip_bad_images"],
+                   "encode database")
+    q_labels, d_labels = data.lists["test"].labels[qi], data.lists["database"].labels[di]
+    topk = None if cfg["topk"] == -1 else cfg["topk"]
+    t = time.time()
+    m = retrieval.mean_average_precision(q, d, q_labels, d_labels, topk=topk)
+    m_tie = retrieval.mean_average_precision(q, d, q_labels, d_labels, topk=topk, tie_aware=True)
+    log.info("ranked %d queries against %d database images in %.2fs", len(q), len(d), time.time() - t)
+    return {"map": float(m), "map_tie_aware": float(m_tie), "db_codes": d, "db_indices": di,
+            "query_codes": q, "query_indices": qi}
+
+
+def write_database_codes(cfg, data, model, result, directory):
+    fp = make_fingerprint(weights_fingerprint(model.state_dict()), data.lists["database"].list_file,
+                          cfg["data_path"], data.preprocess.to_dict())
+    return save_codes(directory, cfg["bit"], result["db_codes"], fp, result["db_indices"])
+
+
+# ----------------------------------------------------------------------------------------- optimisation
+def build_optimizer(cfg, model):
+    for p in model.backbone.parameters():
+        p.optimize_attr["learning_rate"] = cfg["backbone_lr_mult"]
+    for p in model.head.parameters():
+        p.optimize_attr["learning_rate"] = cfg["head_lr_mult"]
+    scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+    params = [p for p in model.parameters() if not p.stop_gradient]
+    if cfg["optimizer"] == "sgd":
+        opt = paddle.optimizer.Momentum(scheduler, momentum=0.9, parameters=params, weight_decay=cfg["weight_decay"])
+    else:
+        opt = paddle.optimizer.Adam(scheduler, parameters=params, weight_decay=cfg["weight_decay"])
+    return opt, scheduler
+
+
+class StopFlag:
+    """First Ctrl-C / SIGTERM asks training to stop after the current batch (a resumable checkpoint is
+    written); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this batch (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ----------------------------------------------------------------------------------------- run
+class Run:
+    """State of one training run; `fit()` trains, `evaluate_only()` evaluates."""
+
+    def __init__(self, args, distributed):
+        self.env = Env(distributed, args.device)
+        ckpt_path = args.resume or args.pretrained
+        self.ckpt = load_checkpoint(ckpt_path, "--resume" if args.resume else "--pretrained") if ckpt_path else None
+        if args.eval and self.ckpt is None:
+            raise UserError("--eval needs --pretrained CKPT (a best.pdparams or last.pdparams from training)")
+        cfg = resolve(args, self.ckpt["cfg"] if self.ckpt else None)
+        if args.resume and args.output is None:
+            cfg["output"] = os.path.dirname(os.path.abspath(args.resume))
+        self.cfg = cfg
+        self.out = cfg["output"]
+        if self.env.is_main:
+            check_writable_dir(self.out)
+        self.env.barrier()
+        setup_logging(self.out, self.env.is_main, "eval.log" if cfg["eval"] else "train.log")
+        paddle.seed(cfg["seed"] + self.env.rank)
+        np.random.seed(cfg["seed"])
+        self.data = Data(cfg, self.env, need_train=not cfg["eval"])
+        self.model = build_model(cfg)
+        if self.ckpt is not None:
+            self.model.set_state_dict(self.ckpt["model"])
+            log.info("loaded weights from %s (epoch %d)", ckpt_path, self.ckpt["epoch"])
+        elif cfg.get("backbone_weights"):
+            info = load_backbone_weights(self.model.backbone, cfg["backbone_weights"])
+            log.info("backbone weights from %s: %d tensors loaded, %d skipped", cfg["backbone_weights"],
+                     info["loaded"], len(info["skipped"]))
+        else:
+            log.warning("training %s from random initialisation (no --backbone-weights); fine for lite data, "
+                        "use ImageNet weights for real data sets", cfg["backbone"])
+
+    def _metrics(self, epoch, result, best_map, best_epoch):
+        cfg = self.cfg
+        return {"method": cfg["method"], "bit": cfg["bit"], "topk": cfg["topk"], "dataset": cfg["dataset"],
+                "backbone": cfg["backbone"], "epoch": epoch, "map": result["map"],
+                "map_tie_aware": result["map_tie_aware"], "best_map": best_map, "best_epoch": best_epoch,
+                "num_query": int(len(result["query_codes"])), "num_database": int(len(result["db_codes"]))}
+
+    # ------------------------------------------------------------------ evaluation only
+    def evaluate_only(self):
+        result = evaluate(self.model, self.data, self.cfg, self.env)
+        if self.env.is_main:
+            epoch = self.ckpt["epoch"]
+            write_json(os.path.join(self.out, "metrics.json"),
+                       self._metrics(epoch, result, max(result["map"], self.ckpt["best_map"]), epoch))
+            npy = write_database_codes(self.cfg, self.data, self.model, result, self.out)
+            topk = self.cfg["topk"]
+            print(f"mAP@{'all' if topk == -1 else topk}: {result['map']:.4f}", flush=True)
+            print(f"mAP@{'all' if topk == -1 else topk} (tie-aware): {result['map_tie_aware']:.4f}", flush=True)
+            log.info("metrics: %s, database codes: %s", os.path.join(self.out, "metrics.json"), npy)
+        return result
+
+    # ------------------------------------------------------------------ training
+    def _check_output_dir(self):
+        run_file = os.path.join(self.out, "run.json")
+        if self.cfg.get("resume") or not os.path.exists(run_file):
+            return
+        try:
+            with open(run_file, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            return
+        diff = [k for k in ARCH_KEYS if old.get(k) != self.cfg.get(k)]
+        if diff:
+            raise UserError(f"--output {self.out} holds a {old.get('method')} {old.get('bit')}-bit run "
+                            f"(different {', '.join(diff)}); choose another --output or --resume that run")
+        log.warning("--output %s already holds a run with the same settings: it will be overwritten", self.out)
+
+    def fit(self):
+        cfg, env, model = self.cfg, self.env, self.model
+        if env.is_main:
+            self._check_output_dir()
+            write_json(os.path.join(self.out, "run.json"), cfg)
+        train_set = self.data.sets["train"]
+        criterion = METHODS[cfg["method"]].build_loss(cfg, model.head, len(train_set.list))
+        optimizer, scheduler = build_optimizer(cfg, model)
+        start_epoch, skip_steps, best_map, best_epoch, history = 1, 0, -1.0, 0, []
+        if cfg.get("resume"):
+            ck = self.ckpt
+            if "optimizer" not in ck:
+                raise UserError(f"--resume {cfg['resume']}: this checkpoint has no optimizer state (a best.pdparams?); "
+                                "resume from last.pdparams, or start a new run from it with --pretrained")
+            optimizer.set_state_dict(ck["optimizer"])
+            scheduler.set_state_dict(ck["scheduler"])
+            criterion.set_state_dict(ck["criterion"])
+            restore_rng(ck)
+            start_epoch, skip_steps = ck["epoch"] + 1, ck.get("step", 0)
+            best_map, best_epoch, history = ck["best_map"], ck.get("best_epoch", 0), list(ck.get("history", []))
+            log.info("resuming at epoch %d%s, best mAP so far %.4f", start_epoch,
+                     f" step {skip_steps}" if skip_steps else "", best_map)
+        net = model
+        if env.distributed:
+            net = paddle.DataParallel(model)
+            criterion.gather = env.gather_tensor
+        log.info("%s %d bits, %s backbone, %s: %d train / %d database / %d query images, %d process(es), %s",
+                 cfg["method"], cfg["bit"], cfg["backbone"], cfg["dataset"], len(train_set),
+                 len(self.data.sets["database"]), len(self.data.sets["test"]), env.world_size, env.device)
+        loader = self.data.train_loader
+        bad = BadImages(train_set, cfg["skip_bad_images"])
+        state = dict(best_map=best_map, best_epoch=best_epoch, history=history)
+
+        def save_last(epoch, step=0):
+            save_checkpoint(os.path.join(self.out, LAST), model, cfg, epoch, state["best_map"], optimizer, scheduler,
+                            criterion, step=step, extra={"best_epoch": state["best_epoch"], "history": state["history"]})
+
+        with StopFlag() as stop:
+            for epoch in range(start_epoch, cfg["epochs"] + 1):
+                net.train()
+                criterion.set_epoch(epoch)
+                train_set.set_epoch(epoch)
+                loader.batch_sampler.set_epoch(epoch)
+                loader.batch_sampler.skip_batches = skip_steps if epoch == start_epoch else 0
+                t0, losses = time.time(), []
+                bar = tqdm(loader, desc=f"epoch {epoch}/{cfg['epochs']}", disable=not env.is_main, leave=False,
+                           mininterval=2)
+                for step, batch in enumerate(bar, start=loader.batch_sampler.skip_batches + 1):
+                    kept = bad.filter(*batch)
+                    if kept is not None and len(kept[2]) > 1:
+                        img, label, idx = kept
+                        loss = criterion(net(img), label, idx)
+                        value = float(loss.item())
+                        if not math.isfinite(value):
+                            raise UserError(
+                                f"training diverged: loss is {value} at epoch {epoch} step {step}; the last good "
+                                f"checkpoint is {os.path.join(self.out, LAST)} — lower -lr and --resume it")
+                        loss.backward()
+                        optimizer.step()
+                        optimizer.clear_grad()
+                        losses.append(value)
+                        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                    if env.any(stop.requested):
+                        if env.is_main:
+                            save_last(epoch - 1, step)
+                        log.warning("stopped by signal at epoch %d step %d; resume with --resume %s", epoch, step,
+                                    os.path.join(self.out, LAST))
+                        raise KeyboardInterrupt
+                lr = optimizer.get_lr()
+                scheduler.step()
+                row = {"epoch": epoch, "lr": lr, "loss": float(np.mean(losses)) if losses else float("nan"),
+                       "seconds": round(time.time() - t0, 2), "map": "", "map_tie_aware": ""}
+                log.info("epoch %d/%d  loss %.4f  lr %.2e  %.1fs", epoch, cfg["epochs"], row["loss"], lr, row["seconds"])
+                if epoch % cfg["eval_epochs"] == 0 or epoch == cfg["epochs"]:
+                    self._evaluate_epoch(epoch, row, state)
+                state["history"].append(row)
+                if env.is_main:
+                    save_last(epoch)
+                    self._write_train_log(state["history"])
+                env.barrier()
+        if bad.count:
+            log.warning("skipped %d unreadable training images", bad.count)
+        log.info("done: best mAP@%s %.4f at epoch %d; outputs in %s (best.pdparams, last.pdparams, metrics.json, "
+                 "database_code_%d.npy, train.log, train_log.csv)", cfg["topk"] if cfg["topk"] != -1 else "all",
+                 state["best_map"], state["best_epoch"], os.path.abspath(self.out), cfg["bit"])
+        return state
+
+    def _evaluate_epoch(self, epoch, row, state):
+        result = evaluate(self.model, self.data, self.cfg, self.env)
+        row["map"], row["map_tie_aware"] = result["map"], result["map_tie_aware"]
+        improved = result["map"] > state["best_map"]
+        if improved:
+            state["best_map"], state["best_epoch"] = result["map"], epoch
+        log.info("epoch %d  mAP@%s %.4f (tie-aware %.4f)  best %.4f (epoch %d)", epoch, self.cfg["topk"],
+                 result["map"], result["map_tie_aware"], state["best_map"], state["best_epoch"])
+        if self.env.is_main:
+            if improved:
+                save_checkpoint(os.path.join(self.out, BEST), self.model, self.cfg, epoch, state["best_map"],
+                                extra={"best_epoch": epoch})
+                write_database_codes(self.cfg, self.data, self.model, result, self.out)
+            write_json(os.path.join(self.out, "metrics.json"),
+                       self._metrics(epoch, result, state["best_map"], state["best_epoch"]))
+
+    def _write_train_log(self, history):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["epoch", "lr", "loss", "map", "map_tie_aware", "seconds"])
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(os.path.join(self.out, "train_log.csv"), buf.getvalue())
+
+
+def main(argv=None, distributed=False, description=""):
+    from utils.config import build_parser
+
+    args = build_parser(description).parse_args(argv)
+    run = Run(args, distributed)
+    if run.cfg["eval"]:
+        run.evaluate_only()
+    else:
+        try:
+            run.fit()
+        except KeyboardInterrupt:
+            sys.exit(130)
