@@ -13,6 +13,18 @@ import paddle.nn as nn
 from utils.errors import UserError
 
 
+def pool_to(x, pool, size):
+    """`pool` (AdaptiveAvgPool2D(size)) in a form that exports to ONNX for any input size: identity when
+    the map already is size×size (224 px input), tiling when it is 1×1 (small inputs such as the 64 px
+    lite data) — both equal the adaptive pool — and the adaptive pool itself otherwise."""
+    h, w = x.shape[2], x.shape[3]
+    if (h, w) == (size, size):
+        return x
+    if (h, w) == (1, 1):
+        return paddle.tile(x, [1, 1, size, size])
+    return pool(x)
+
+
 class AlexNet(nn.Layer):
     """AlexNet up to fc7 (4096-d), torchvision names: features.*, classifier.1 (fc6), classifier.4 (fc7)."""
 
@@ -37,7 +49,7 @@ class AlexNet(nn.Layer):
         )
 
     def forward(self, x):
-        x = self.avgpool(self.features(x))
+        x = pool_to(self.features(x), self.avgpool, 6)
         return self.classifier(paddle.flatten(x, 1))
 
 
@@ -59,7 +71,7 @@ class VGG16(nn.Layer):
         )
 
     def forward(self, x):
-        x = self.avgpool(self.features(x))
+        x = pool_to(self.features(x), self.avgpool, 7)
         return self.classifier(paddle.flatten(x, 1))
 
 

@@ -1,0 +1,105 @@
+"""Hash images with an exported model in Paddle Inference or ONNX Runtime.
+
+    python deploy/inference_python/infer.py --model-dir output/inference --img demo.jpg
+    python deploy/inference_python/infer.py --model-dir output/inference --img images/ --backend onnx \
+        --batch-size 64 --save-codes codes.npy --benchmark
+
+Prints one line per image: `<image path>\t<code as hex>` (bit i of the code is bit 7 - i%8 of byte
+i//8, 1 for a positive output). Preprocessing comes from the model's inference.yml.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from utils.errors import UserError, cli_entry  # noqa: E402
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def str2bool(v):
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got '{v}'")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", "--model_dir", dest="model_dir", required=True,
+                   help="folder written by export_model.py (inference.yml + model files)")
+    p.add_argument("--img", "--image_dir", dest="img", required=True, help="an image file or a folder of images")
+    p.add_argument("--backend", choices=("paddle", "onnx"), default="paddle", help="default %(default)s")
+    p.add_argument("--use-gpu", "--use_gpu", dest="use_gpu", type=str2bool, nargs="?", const=True, default=False)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
+    p.add_argument("--cpu-threads", "--cpu_threads", dest="cpu_threads", type=int, default=None,
+                   help="CPU math threads (default: all cores)")
+    p.add_argument("--save-codes", "--save_codes", dest="save_codes", default=None,
+                   help="write the ±1 codes (int8, input order) to this .npy file")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (default: stop)")
+    p.add_argument("--benchmark", type=str2bool, nargs="?", const=True, default=False,
+                   help="print preprocess / inference / postprocess ms per image and images/s")
+    return p.parse_args(argv)
+
+
+def list_images(path):
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise UserError(f"--img {path}: no such file or folder")
+    found = sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files
+                   if f.lower().endswith(IMAGE_EXTS))
+    if not found:
+        raise UserError(f"--img {path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+    return found
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from utils.deploy import Timer, encode_images, open_exported, read_inference_yml
+    from utils.fileio import save_npy
+    from utils.retrieval import codes_to_hex
+
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    meta = read_inference_yml(args.model_dir)
+    paths = list_images(args.img)
+    encoder = open_exported(args.model_dir, args.backend, args.use_gpu, args.cpu_threads)
+    preprocess = meta["preprocess_obj"]
+    timer = Timer() if args.benchmark else None
+    if args.benchmark:  # one warm-up batch outside the timings
+        encode_images(encoder, paths[:args.batch_size], preprocess, args.batch_size,
+                      on_error=lambda p, r: None)
+
+    def skipped(path, reason):
+        print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+
+    codes, kept = encode_images(encoder, paths, preprocess, args.batch_size, timer,
+                                skipped if args.skip_bad_images else None)
+    if timer:
+        with timer.section("postprocess"):
+            binary = np.where(codes > 0, 1, -1).astype(np.int8)
+            hexes = codes_to_hex(binary)
+    else:
+        binary = np.where(codes > 0, 1, -1).astype(np.int8)
+        hexes = codes_to_hex(binary)
+    for path, h in zip(kept, hexes):
+        print(f"{path}\t{h}")
+    if args.save_codes:
+        save_npy(args.save_codes, binary)
+        print(f"----- saved {len(binary)} codes ({binary.shape[1]} bits) to {args.save_codes}", file=sys.stderr)
+    if timer:
+        print(f"----- benchmark ({args.backend}, batch {args.batch_size}, "
+              f"{'gpu' if args.use_gpu else 'cpu'}): {timer.report()}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_entry(main)())

@@ -1,0 +1,111 @@
+"""Find the database images closest to a query image by Hamming distance.
+
+    python predict.py --bit 64 --img query.jpg [--data_path datasets/coco] [--dataset coco] [--list-dir data/coco]
+                      [--pretrained output/best.pdparams | --model-dir output/inference] [--save_path ./output]
+                      [--topk 10] [--show]
+
+Database codes are cached in <save_path>/database_code_<bit>.npy (training writes it too); the cache
+is reused only while the weights, the database list, the image root and the preprocessing are the
+same, and rebuilt otherwise.
+"""
+import argparse
+import os
+import shutil
+import sys
+
+from utils.errors import UserError, cli_entry
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--img", required=True, help="query image")
+    p.add_argument("--bit", type=int, default=64, help="code length (default %(default)s)")
+    p.add_argument("--pretrained", default=None,
+                   help="checkpoint (default: the <bit>-bit best.pdparams in --save_path or its sub-folders)")
+    p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None,
+                   help="use an exported model (export_model.py) instead of a checkpoint")
+    p.add_argument("--backend", choices=("paddle", "onnx"), default="paddle", help="for --model-dir (default paddle)")
+    p.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
+    p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
+                   help="image root of the database list (default: the one training used)")
+    p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
+                   help="folder with database.txt (default: the one training used)")
+    p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
+                   help="where the database code cache and the matched pictures go (default %(default)s)")
+    p.add_argument("--topk", type=int, default=10, help="results to list (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size when encoding the database")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable database images")
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--show", action="store_true", help="save a montage PNG of the query and its top-k")
+    return p.parse_args(argv)
+
+
+def query_labels(query_path, database, list_dir):
+    """Labels of the query when it appears in the database/test/train list (by real path), else None."""
+    from utils.lists import read_list
+
+    target = os.path.realpath(query_path)
+    for name in ("test", "database", "train"):
+        lst = database.list if name == "database" else None
+        if lst is None:
+            f = os.path.join(list_dir, f"{name}.txt")
+            if not os.path.isfile(f):
+                continue
+            try:
+                lst = read_list(f)
+            except UserError:
+                continue
+        for i, p in enumerate(lst.paths):
+            if os.path.realpath(os.path.join(database.data_path, p)) == target:
+                return [int(c) for c in lst.labels[i].nonzero()[0]]
+    return None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from utils.searcher import Database, Searcher, find_checkpoint, load_model, resolve_database
+    from utils.transforms import ImageError, load_image
+
+    if args.topk <= 0:
+        raise UserError(f"--topk must be positive, got {args.topk}")
+    if args.pretrained and args.model_dir:
+        raise UserError("give either --pretrained CKPT or --model-dir DIR, not both")
+    try:
+        query = load_image(args.img)
+    except ImageError as exc:
+        raise UserError(f"--img {args.img}: {exc}")
+    pretrained = None if args.model_dir else (args.pretrained or find_checkpoint(args.save_path, args.bit))
+    model = load_model(pretrained, args.model_dir, args.backend, args.use_gpu)
+    if model.bit != args.bit:
+        raise UserError(f"--bit {args.bit} but {model.source} makes {model.bit}-bit codes; pass --bit {model.bit}")
+    print(f"----- Pretrained: Load model state from {model.source}")
+    list_file, data_path = resolve_database(model, args.dataset, args.data_path, args.list_dir)
+    database = Database(list_file, data_path)
+    database.load_or_encode(model, args.save_path, args.batch_size, args.skip_bad_images)
+    searcher = Searcher(model, database)
+    _, results = searcher.search(query, min(args.topk, len(database.codes)))
+    best = results[0]
+    print(f"----- Predicted Hamm_min: {best[1]}")
+    print(f"----- Found Matched Pic: {best[3]}")
+    out_dir = os.path.join(args.save_path, "predict")
+    os.makedirs(out_dir, exist_ok=True)
+    saved = os.path.join(out_dir, os.path.basename(best[3]))
+    from utils.fileio import atomic_path
+
+    with atomic_path(saved) as tmp:
+        shutil.copyfile(best[3], tmp)
+    print(f"----- Save Matched Pic in: {saved}")
+    print(f"{'rank':>4}  {'hamming':>7}  {'path':<60}  labels")
+    for rank, dist, _, path, labels in results:
+        print(f"{rank:>4}  {dist:>7}  {path:<60}  {' '.join(map(str, labels))}")
+    if args.show:
+        from utils.plots import save_montage
+
+        q_labels = query_labels(args.img, database, os.path.dirname(list_file))
+        stem = os.path.splitext(os.path.basename(args.img))[0]
+        png = save_montage(os.path.join(out_dir, f"{stem}_top{len(results)}.png"), args.img, q_labels, results)
+        print(f"----- Save montage in: {png}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_entry(main)())

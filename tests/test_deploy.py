@@ -1,0 +1,177 @@
+"""Deployment: export_model.py, infer.py on Paddle Inference and ONNX Runtime, predict.py and its cache."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.helpers import lite_flags, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(lite_single, tmp_path_factory):
+    """A 1-epoch 16-bit HashNet run on lite data, exported with ONNX."""
+    out = tmp_path_factory.mktemp("deploy_run")
+    run_cli(["main_single_gpu.py", *lite_flags(lite_single, "hashnet", out / "run", epochs=1)])
+    export = run_cli(["export_model.py", "--pretrained", out / "run" / "best.pdparams", "--output-dir", out / "inf",
+                      "--onnx"])
+    return {"run": out / "run", "inf": out / "inf", "data": lite_single, "export_stdout": export.stdout,
+            "tmp": out}
+
+
+def test_export_writes_models_and_reports_agreement(trained):
+    inf = trained["inf"]
+    for name in ("inference.json", "inference.pdiparams", "inference.onnx", "inference.yml"):
+        assert (inf / name).is_file(), name
+    assert "check paddle vs dygraph" in trained["export_stdout"]
+    assert "identical code bits 100.00%" in trained["export_stdout"]
+
+
+def test_export_rejects_contradicting_flag(trained, tmp_path):
+    proc = run_cli(["export_model.py", "--pretrained", trained["run"] / "best.pdparams", "--output-dir", tmp_path,
+                    "--bit", "999"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: --bit 999 contradicts the checkpoint")
+    assert "Traceback" not in proc.stderr
+
+
+def test_codes_identical_across_dygraph_paddle_inference_and_onnx(trained, tmp_path):
+    from utils.deploy import DygraphEncoder, encode_images
+    from utils.retrieval import codes_to_hex
+
+    img_dir = os.path.join(trained["data"]["root"], "test")
+    paths = sorted(os.path.join(img_dir, f) for f in os.listdir(img_dir))
+    dy = DygraphEncoder(str(trained["run"] / "best.pdparams"))
+    raw, kept = encode_images(dy, paths, dy.preprocess, batch_size=5)
+    assert kept == paths
+    ref = np.where(raw > 0, 1, -1).astype(np.int8)
+    for backend in ("paddle", "onnx"):
+        npy = tmp_path / f"{backend}.npy"
+        proc = run_cli(["deploy/inference_python/infer.py", "--model-dir", trained["inf"], "--img", img_dir,
+                        "--backend", backend, "--batch-size", 4, "--save-codes", npy])
+        codes = np.load(npy)
+        assert codes.dtype == np.int8 and codes.shape == ref.shape
+        assert np.array_equal(codes, ref), f"{backend}: {np.mean(codes != ref):.4f} of bits differ from dygraph"
+        lines = [ln.split("\t") for ln in proc.stdout.splitlines() if "\t" in ln]
+        assert [p for p, _ in lines] == paths
+        assert [h for _, h in lines] == codes_to_hex(ref)
+
+
+def test_infer_bad_image_is_one_line_error_or_skipped(trained, tmp_path):
+    src = os.path.join(trained["data"]["root"], "test")
+    good = sorted(os.listdir(src))[:2]
+    for f in good:
+        shutil.copy(os.path.join(src, f), tmp_path / f)
+    (tmp_path / "broken.jpg").write_text("not an image")
+    proc = run_cli(["deploy/inference_python/infer.py", "--model-dir", trained["inf"], "--img", tmp_path], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "broken.jpg" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli(["deploy/inference_python/infer.py", "--model-dir", trained["inf"], "--img", tmp_path,
+                    "--skip-bad-images"])
+    assert len([ln for ln in proc.stdout.splitlines() if "\t" in ln]) == 2
+    assert "skipping" in proc.stderr and "broken.jpg" in proc.stderr
+
+
+def test_infer_missing_model_dir(tmp_path):
+    proc = run_cli(["deploy/inference_python/infer.py", "--model-dir", tmp_path, "--img", tmp_path], check=False)
+    assert proc.returncode == 2
+    assert "inference.yml" in proc.stderr and "export_model.py" in proc.stderr
+
+
+def test_infer_benchmark_prints_timings(trained):
+    img_dir = os.path.join(trained["data"]["root"], "test")
+    proc = run_cli(["deploy/inference_python/infer.py", "--model-dir", trained["inf"], "--img", img_dir,
+                    "--benchmark", "True"])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("----- benchmark")]
+    assert line and "preprocess" in line[0] and "inference" in line[0] and "images/s" in line[0]
+
+
+def _predict(save_path, img, *extra):
+    return run_cli(["predict.py", "--bit", 16, "--img", img, "--save_path", save_path, "--topk", 5, *extra])
+
+
+def test_predict_reuses_the_cache_training_wrote(trained):
+    """Training left database_code_16.npy next to best.pdparams: predict uses it as is."""
+    data = trained["data"]
+    first = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[0]
+    proc = _predict(trained["run"], os.path.join(data["root"], first))
+    assert "----- Load code of database from" in proc.stdout
+    assert "----- Predicted Hamm_min: 0" in proc.stdout
+
+
+def test_predict_database_image_is_found_at_distance_0(trained, tmp_path):
+    data = trained["data"]
+    shutil.copy(trained["run"] / "best.pdparams", tmp_path / "best.pdparams")
+    db_lines = open(os.path.join(data["list_dir"], "database.txt")).read().splitlines()
+    target = os.path.join(data["root"], db_lines[7].split()[0])
+    proc = _predict(tmp_path, target, "--show")
+    out = proc.stdout
+    assert "----- Pretrained: Load model state from" in out
+    assert "----- Encoding the database" in out and "no cache" in out
+    assert "----- Predicted Hamm_min: 0" in out
+    rows = [ln.split() for ln in out.splitlines() if ln.strip() and ln.split()[0].isdigit()]
+    assert rows[0][1] == "0"
+    assert any(r[2] == target and r[1] == "0" for r in rows), "the query itself must be among the distance-0 results"
+    matched = out.split("----- Found Matched Pic: ")[1].splitlines()[0]
+    saved = out.split("----- Save Matched Pic in: ")[1].splitlines()[0]
+    assert open(matched, "rb").read() == open(saved, "rb").read()
+    montage = out.split("----- Save montage in: ")[1].splitlines()[0]
+    assert os.path.getsize(montage) > 1000
+
+
+def test_predict_cache_is_rebuilt_only_when_something_changed(trained, tmp_path):
+    import paddle
+
+    data = trained["data"]
+    save = tmp_path / "save"
+    save.mkdir()
+    shutil.copy(trained["run"] / "best.pdparams", save / "best.pdparams")
+    query = os.path.join(data["root"], open(os.path.join(data["list_dir"], "test.txt")).readline().split()[0])
+    assert "Encoding the database" in _predict(save, query).stdout
+    again = _predict(save, query).stdout
+    assert "Load code of database" in again and "Encoding" not in again
+
+    # a changed database list → rebuilt
+    lists = tmp_path / "lists"
+    shutil.copytree(data["list_dir"], lists)
+    with open(lists / "database.txt", "a") as f:
+        f.write(open(os.path.join(data["list_dir"], "test.txt")).readline())
+    out = _predict(save, query, "--list-dir", lists).stdout
+    assert "Encoding the database" in out and "database_list" in out
+    assert "Load code of database" in _predict(save, query, "--list-dir", lists).stdout
+
+    # changed weights → rebuilt
+    ckpt = paddle.load(str(save / "best.pdparams"))
+    ckpt["model"]["head.fc.bias"] = ckpt["model"]["head.fc.bias"] + 0.5
+    paddle.save(ckpt, str(save / "best.pdparams"))
+    out = _predict(save, query, "--list-dir", lists).stdout
+    assert "Encoding the database" in out and "weights" in out
+
+    # a truncated cache file → rebuilt, not trusted
+    npy = save / "database_code_16.npy"
+    npy.write_bytes(npy.read_bytes()[:-10])
+    out = _predict(save, query, "--list-dir", lists).stdout
+    assert "Encoding the database" in out and "checksum" in out
+
+
+def test_predict_with_exported_model_shares_the_cache(trained, tmp_path):
+    """Same weights, list, root and preprocessing → an exported model reuses the checkpoint's cache."""
+    data = trained["data"]
+    shutil.copy(trained["run"] / "database_code_16.npy", tmp_path)
+    shutil.copy(trained["run"] / "database_code_16.json", tmp_path)
+    query = os.path.join(data["root"], open(os.path.join(data["list_dir"], "test.txt")).readline().split()[0])
+    for backend in ("paddle", "onnx"):
+        out = _predict(tmp_path, query, "--model-dir", trained["inf"], "--backend", backend).stdout
+        assert "Load code of database" in out
+
+
+def test_predict_errors_are_one_line(trained, tmp_path):
+    proc = run_cli(["predict.py", "--bit", 16, "--img", tmp_path / "missing.jpg", "--save_path", trained["run"]],
+                   check=False)
+    assert proc.returncode == 2 and "missing.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    img = os.path.join(trained["data"]["root"], "test", sorted(os.listdir(os.path.join(trained["data"]["root"], "test")))[0])
+    proc = run_cli(["predict.py", "--bit", 32, "--img", img, "--save_path", trained["run"]], check=False)
+    assert proc.returncode == 2 and "no 32-bit checkpoint" in proc.stderr
+    proc = run_cli(["predict.py", "--bit", 32, "--img", img, "--pretrained", trained["run"] / "best.pdparams"],
+                   check=False)
+    assert proc.returncode == 2 and "--bit 32" in proc.stderr and "16-bit" in proc.stderr

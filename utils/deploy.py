@@ -1,0 +1,220 @@
+"""Deployment: one interface over the three ways to run a trained model on a batch of images.
+
+    Encoder.run(batch float32 NCHW) -> continuous codes float32 (n, bit); sign(·) is the binary code.
+
+- `DygraphEncoder`: the checkpoint, rebuilt in Paddle's dynamic graph.
+- `PaddleInferenceEncoder`: `inference.json`/`.pdmodel` + `inference.pdiparams` from export_model.py.
+- `OnnxEncoder`: `inference.onnx` in ONNX Runtime.
+
+`inference.yml` (written by export_model.py next to the model files) carries what a deployed model
+needs besides its weights: preprocessing, code length, method, and the weights' fingerprint.
+Paddle and ONNX Runtime are imported only by the encoder that needs them.
+"""
+import contextlib
+import os
+import time
+
+import numpy as np
+import yaml
+
+from utils.errors import UserError
+from utils.fileio import write_text
+from utils.transforms import Preprocess
+
+YML = "inference.yml"
+PREFIX = "inference"
+BACKENDS = ("paddle", "onnx")
+
+
+# ----------------------------------------------------------------------------------------- inference.yml
+def write_inference_yml(directory, cfg, weights_fingerprint, files):
+    meta = {
+        "model": {"method": cfg["method"], "backbone": cfg["backbone"], "bit": int(cfg["bit"]),
+                  "num_labels": int(cfg["num_labels"]), "dataset": cfg["dataset"],
+                  "input_shape": [3, int(cfg["crop_size"]), int(cfg["crop_size"])],
+                  "output": "continuous code (float32, n x bit); binary code = sign, > 0 -> 1"},
+        "preprocess": Preprocess(cfg["resize_size"], cfg["crop_size"]).to_dict(),
+        "weights_fingerprint": weights_fingerprint,
+        "files": files,
+        "trained_on": {k: cfg.get(k) for k in ("dataset", "data_path", "list_dir")},
+    }
+    write_text(os.path.join(directory, YML), yaml.safe_dump(meta, sort_keys=False))
+    return meta
+
+
+def read_inference_yml(directory, flag="--model-dir"):
+    path = os.path.join(directory, YML)
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} {directory}: no {YML} there; export a checkpoint first: "
+                        f"python export_model.py --pretrained output/best.pdparams --output-dir {directory}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = yaml.safe_load(f)
+        meta["preprocess_obj"] = Preprocess.from_dict(meta["preprocess"])
+        int(meta["model"]["bit"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: not a valid {YML} ({type(exc).__name__}: {exc}); re-run export_model.py")
+    return meta
+
+
+def paddle_model_files(directory):
+    """(model file, params file) of a Paddle static model: `inference.json` (Paddle 3, PIR) or
+    `inference.pdmodel` (Paddle 2.x)."""
+    params = os.path.join(directory, PREFIX + ".pdiparams")
+    for ext in (".json", ".pdmodel"):
+        model = os.path.join(directory, PREFIX + ext)
+        if os.path.isfile(model) and os.path.isfile(params):
+            return model, params
+    raise UserError(f"--model-dir {directory}: no {PREFIX}.json/.pdmodel + {PREFIX}.pdiparams there; "
+                    "run export_model.py --pretrained CKPT --output-dir DIR")
+
+
+# ----------------------------------------------------------------------------------------- encoders
+class DygraphEncoder:
+    """A checkpoint in Paddle's dynamic graph (eval mode, no grad)."""
+
+    name = "dygraph"
+
+    def __init__(self, ckpt_path, flag="--pretrained", use_gpu=False):
+        import paddle
+
+        from models import build_model
+        from utils.checkpoint import load_checkpoint
+
+        paddle.set_device("gpu" if use_gpu else "cpu")
+        self.ckpt = load_checkpoint(ckpt_path, flag)
+        self.cfg = dict(self.ckpt["cfg"])
+        self.model = build_model(self.cfg)
+        self.model.set_state_dict(self.ckpt["model"])
+        self.model.eval()
+        self.preprocess = Preprocess(self.cfg["resize_size"], self.cfg["crop_size"])
+        self.bit = int(self.cfg["bit"])
+        self._paddle = paddle
+
+    @property
+    def weights_fingerprint(self):
+        return self.ckpt["weights_fingerprint"]
+
+    def run(self, batch):
+        with self._paddle.no_grad():
+            return self.model(self._paddle.to_tensor(np.ascontiguousarray(batch, np.float32))).numpy()
+
+
+class PaddleInferenceEncoder:
+    """An exported static model in Paddle Inference."""
+
+    name = "paddle"
+
+    def __init__(self, model_dir, use_gpu=False, threads=None):
+        import paddle.inference as pi
+
+        model_file, params_file = paddle_model_files(model_dir)
+        config = pi.Config(model_file, params_file)
+        if use_gpu:
+            config.enable_use_gpu(256, 0)
+        else:
+            config.disable_gpu()
+            config.disable_mkldnn()  # oneDNN mis-handles some ops on CPU in Paddle 3.3 (see README)
+            config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
+        config.disable_glog_info()
+        config.switch_ir_optim(True)
+        self.predictor = pi.create_predictor(config)
+        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+
+    def run(self, batch):
+        batch = np.ascontiguousarray(batch, np.float32)
+        self.input.reshape(batch.shape)
+        self.input.copy_from_cpu(batch)
+        self.predictor.run()
+        return self.output.copy_to_cpu()
+
+
+class OnnxEncoder:
+    """An exported ONNX model in ONNX Runtime."""
+
+    name = "onnx"
+
+    def __init__(self, model_dir, use_gpu=False, threads=None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime")
+        path = os.path.join(model_dir, PREFIX + ".onnx")
+        if not os.path.isfile(path):
+            raise UserError(f"--model-dir {model_dir}: no {PREFIX}.onnx there; export with "
+                            "python export_model.py --pretrained CKPT --output-dir DIR --onnx")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # paddle2onnx leaves unused initializers: ORT warns about each
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
+        providers = [p for p in providers if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(path, options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch):
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+
+def open_exported(model_dir, backend="paddle", use_gpu=False, threads=None):
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
+    cls = PaddleInferenceEncoder if backend == "paddle" else OnnxEncoder
+    return cls(model_dir, use_gpu, threads)
+
+
+def encode_images(encoder, paths, preprocess, batch_size=32, timer=None, on_error=None):
+    """Continuous codes for image files, in order. A file that can't be read raises UserError naming it
+    (or is reported to `on_error(path, reason)` and skipped, when given). Returns (codes, kept paths)."""
+    from utils.transforms import ImageError, load_image
+
+    codes, kept = [], []
+    for start in range(0, len(paths), batch_size):
+        chunk, arrays = [], []
+        with (timer.section("preprocess") if timer else contextlib.nullcontext()):
+            for p in paths[start:start + batch_size]:
+                try:
+                    arrays.append(preprocess(load_image(p)))
+                except ImageError as exc:
+                    if on_error is None:
+                        raise UserError(f"{p}: {exc}")
+                    on_error(p, str(exc))
+                    continue
+                chunk.append(p)
+        if not chunk:
+            continue
+        with (timer.section("inference", len(chunk)) if timer else contextlib.nullcontext()):
+            codes.append(encoder.run(np.stack(arrays)))
+        kept.extend(chunk)
+    bit = codes[0].shape[1] if codes else 0
+    return (np.concatenate(codes) if codes else np.zeros((0, bit), np.float32)), kept
+
+
+class Timer:
+    """Wall-clock time per named section (preprocess / inference / postprocess) and images counted,
+    for `--benchmark` (Paddle's auto_log is not installable from the registry, so we time ourselves)."""
+
+    def __init__(self):
+        self.seconds, self.images = {}, 0
+
+    @contextlib.contextmanager
+    def section(self, name, images=0):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.images += images
+
+    def report(self):
+        n = max(self.images, 1)
+        total = sum(self.seconds.values())
+        parts = [f"{k} {1000 * v / n:.2f} ms/img" for k, v in self.seconds.items()]
+        return f"{self.images} images: " + ", ".join(parts) + f", {self.images / total if total else 0:.1f} images/s"
+
+
+def max_diff_and_bit_agreement(a, b):
+    """(max |a − b|, share of identical sign bits)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max()), float(np.mean((a > 0) == (b > 0)))
