@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command (README "Quick start", and what CI runs): install the pinned dependencies, run the
+# test suite, then one TIPC lite run (train → eval → export → Paddle Inference / ONNX Runtime).
+#   bash scripts/run_tests.sh            # everything
+#   SKIP_INSTALL=1 bash scripts/run_tests.sh -k retrieval   # extra args go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  "$PY" -m pip install --disable-pip-version-check -q -r requirements-test.txt -c constraints.txt
+fi
+export FLAGS_use_mkldnn=0 PYTHONUNBUFFERED=1
+"$PY" -m pytest -q "$@" tests
+if [ $# -eq 0 ]; then
+  bash test_tipc/test_train_inference_python.sh test_tipc/configs/hashnet_lite/train_infer_python.txt lite_train_lite_infer
+fi
