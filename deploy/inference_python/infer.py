@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
     p.add_argument("--cpu-threads", "--cpu_threads", dest="cpu_threads", type=int, default=None,
                    help="CPU math threads (default: all cores)")
+    p.add_argument("--enable-mkldnn", "--enable_mkldnn", dest="enable_mkldnn", type=str2bool, nargs="?", const=True,
+                   default=True, help="oneDNN for Paddle Inference on CPU (default true; false if a model misbehaves)")
     p.add_argument("--save-codes", "--save_codes", dest="save_codes", default=None,
                    help="write the ±1 codes (int8, input order) to this .npy file")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (default: stop)")
@@ -72,7 +74,7 @@ def main(argv=None):
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     meta = read_inference_yml(args.model_dir)
     paths = list_images(args.img)
-    encoder = open_exported(args.model_dir, args.backend, args.use_gpu, args.cpu_threads)
+    encoder = open_exported(args.model_dir, args.backend, args.use_gpu, args.cpu_threads, args.enable_mkldnn)
     preprocess = meta["preprocess_obj"]
     timer = Timer() if args.benchmark else None
     if args.benchmark:  # one warm-up batch outside the timings

@@ -1,0 +1,96 @@
+"""Throughput of the three ways to run a model, in one run on this machine: dygraph, Paddle Inference
+(static graph) and ONNX Runtime, on the same batches, with the same number of threads.
+
+    python scripts/bench_inference.py                       # random-weight AlexNet, 64 bits, 224 px, batch 64
+    python scripts/bench_inference.py --pretrained output/hashnet_64/best.pdparams --batches 5
+
+Without --pretrained a random-weight model is built and exported to a temporary folder (speed does not
+depend on the weights). Prints images/s per engine, the ratio to dygraph, and code agreement.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("FLAGS_use_mkldnn", "0")
+
+import numpy as np  # noqa: E402
+
+from utils.errors import cli_entry  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrained", default=None, help="checkpoint to benchmark (default: random AlexNet)")
+    p.add_argument("--method", default="hashnet")
+    p.add_argument("--backbone", default="alexnet")
+    p.add_argument("--bit", type=int, default=64)
+    p.add_argument("--crop-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=3, help="timed batches per engine (after one warm-up)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every engine")
+    return p.parse_args(argv)
+
+
+def random_checkpoint(args, directory):
+    import paddle
+
+    from models import build_model
+    from utils.checkpoint import save_checkpoint
+
+    cfg = {"method": args.method, "backbone": args.backbone, "bit": args.bit, "num_labels": 10, "dataset": "custom",
+           "crop_size": args.crop_size, "resize_size": args.crop_size * 8 // 7, "seed": 0, "codebook": "B",
+           "margin": 0.2, "scale": 8.0, "loss": "cos", "alpha": 0.1, "step_continuation": 20,
+           "data_path": None, "list_dir": None}
+    paddle.seed(0)
+    model = build_model(cfg)
+    path = os.path.join(directory, "random.pdparams")
+    save_checkpoint(path, model, cfg, epoch=0, best_map=0.0)
+    return path
+
+
+def throughput(engine, batches):
+    engine.run(batches[0])  # warm-up
+    start = time.perf_counter()
+    outs = [engine.run(b) for b in batches]
+    return sum(len(b) for b in batches) / (time.perf_counter() - start), np.concatenate(outs)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import paddle
+
+    from export_model import export_onnx, export_paddle
+    from utils.deploy import DygraphEncoder, OnnxEncoder, PaddleInferenceEncoder, paddle_model_files
+
+    paddle.set_num_threads(args.threads) if hasattr(paddle, "set_num_threads") else None
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.pretrained or random_checkpoint(args, tmp)
+        dy = DygraphEncoder(ckpt)
+        crop = dy.cfg["crop_size"]
+        export_paddle(dy.model, crop, os.path.join(tmp, "inference"))
+        model_file, params_file = paddle_model_files(tmp)
+        export_onnx(model_file, params_file, os.path.join(tmp, "inference.onnx"), 11)
+        rng = np.random.default_rng(0)
+        batches = [rng.standard_normal((args.batch_size, 3, crop, crop)).astype(np.float32)
+                   for _ in range(args.batches)]
+        engines = [dy, PaddleInferenceEncoder(tmp, threads=args.threads), OnnxEncoder(tmp, threads=args.threads)]
+        rows = []
+        for engine in engines:
+            ips, out = throughput(engine, batches)
+            rows.append((engine.name, ips, out))
+    ref_ips, ref = rows[0][1], rows[0][2]
+    print(f"{dy.cfg['method']} {dy.cfg['backbone']} {dy.cfg['bit']} bits, input {crop}px, batch {args.batch_size}, "
+          f"{args.batches} timed batches, {args.threads} threads, CPU")
+    print(f"{'engine':<8} {'images/s':>9} {'vs dygraph':>11} {'max |diff|':>11} {'same bits':>10}")
+    for name, ips, out in rows:
+        diff = float(np.abs(out - ref).max())
+        same = float(np.mean((out > 0) == (ref > 0)))
+        print(f"{name:<8} {ips:>9.1f} {ips / ref_ips:>10.2f}x {diff:>11.2e} {100 * same:>9.2f}%")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_entry(main)())
