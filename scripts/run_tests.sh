@@ -10,7 +10,14 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   "$PY" -m pip install --disable-pip-version-check -q -r requirements-test.txt -c constraints.txt
 fi
 export FLAGS_use_mkldnn=0 PYTHONUNBUFFERED=1
-"$PY" -m pytest -q "$@" tests
+status=0
+"$PY" -m pytest -q "$@" tests || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "run_tests.sh: pytest collected no tests (exit 5) — a broken test path or -k filter; failing" >&2
+  exit 5
+elif [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
 if [ $# -eq 0 ]; then
   bash test_tipc/test_train_inference_python.sh test_tipc/configs/hashnet_lite/train_infer_python.txt lite_train_lite_infer
 fi

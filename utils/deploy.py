@@ -93,7 +93,12 @@ class DygraphEncoder:
 
     @property
     def weights_fingerprint(self):
-        return self.ckpt["weights_fingerprint"]
+        """Of the weights actually loaded (not the value stored in the file, which an edit would not update)."""
+        from utils.checkpoint import weights_fingerprint
+
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = weights_fingerprint(self.model.state_dict())
+        return self._fingerprint
 
     def run(self, batch):
         with self._paddle.no_grad():
