@@ -1,7 +1,6 @@
 """The training engine through its real entry points: resume is exact, evaluation is consistent
 across one and two processes, outputs are complete."""
 import json
-import os
 
 import numpy as np
 import paddle
@@ -13,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def load_weights(path):
-    state = paddle.load(path)["model"]
+    state = paddle.load(str(path))["model"]
     return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}
 
 

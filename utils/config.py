@@ -5,7 +5,6 @@ set preset (utils/datasets.py); with `--resume`/`--pretrained` they take the che
 a flag that contradicts the checkpoint's architecture is an error, never silently ignored.
 """
 import argparse
-import math
 import os
 
 from models.backbones import BACKBONES
@@ -117,8 +116,6 @@ def resolve(args, checkpoint_cfg=None):
     for key in ("resize_size", "crop_size"):
         if cfg.get(key) is None:
             cfg[key] = getattr(preset, key)
-    if cfg["lr_step"] is None:  # OrthoHash: one decay at 80% of training
-        cfg["lr_step"] = max(1, math.ceil(0.8 * cfg["epochs"]))
     _check_ranges(cfg)
     return cfg
 

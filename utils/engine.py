@@ -156,12 +156,18 @@ def write_database_codes(cfg, data, model, result, directory):
 
 
 # ----------------------------------------------------------------------------------------- optimisation
+def lr_step(cfg):
+    """Epochs between lr decays; unset (OrthoHash) means one decay at 80% of training, recomputed from
+    the current --epochs so that a resumed run with more epochs decays where a fresh one would."""
+    return cfg["lr_step"] or max(1, math.ceil(0.8 * cfg["epochs"]))
+
+
 def build_optimizer(cfg, model):
     for p in model.backbone.parameters():
         p.optimize_attr["learning_rate"] = cfg["backbone_lr_mult"]
     for p in model.head.parameters():
         p.optimize_attr["learning_rate"] = cfg["head_lr_mult"]
-    scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=cfg["lr_step"], gamma=cfg["lr_gamma"])
+    scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=lr_step(cfg), gamma=cfg["lr_gamma"])
     params = [p for p in model.parameters() if not p.stop_gradient]
     if cfg["optimizer"] == "sgd":
         opt = paddle.optimizer.Momentum(scheduler, momentum=0.9, parameters=params, weight_decay=cfg["weight_decay"])
@@ -280,7 +286,10 @@ class Run:
                 raise UserError(f"--resume {cfg['resume']}: this checkpoint has no optimizer state (a best.pdparams?); "
                                 "resume from last.pdparams, or start a new run from it with --pretrained")
             optimizer.set_state_dict(ck["optimizer"])
-            scheduler.set_state_dict(ck["scheduler"])
+            # the schedule is a function of completed epochs: recompute it (the step may differ from the
+            # checkpoint's when --epochs was raised) instead of restoring the old scheduler state
+            scheduler.last_epoch = ck["epoch"]
+            scheduler.last_lr = scheduler.get_lr()
             criterion.set_state_dict(ck["criterion"])
             restore_rng(ck)
             start_epoch, skip_steps = ck["epoch"] + 1, ck.get("step", 0)
