@@ -29,11 +29,16 @@ from utils.datasets import PRESETS, ImageListDataset, load_lists, make_loader
 from utils.dist import Env
 from utils.errors import UserError
 from utils.fileio import check_writable_dir, write_json, write_text
+from utils.report import write_report
 from utils.transforms import Preprocess
 
 log = logging.getLogger("deephash")
 
 BEST, LAST = "best.pdparams", "last.pdparams"
+
+
+def topk_name(cfg):
+    return "all" if cfg["topk"] == -1 else str(cfg["topk"])
 
 
 def setup_logging(output, is_main, filename):
@@ -241,6 +246,22 @@ class Run:
                 "map_tie_aware": result["map_tie_aware"], "best_map": best_map, "best_epoch": best_epoch,
                 "num_query": int(len(result["query_codes"])), "num_database": int(len(result["db_codes"]))}
 
+    def _write_report(self, result, epoch):
+        """<output>/report/: metrics, code diagnostics and plots (utils/report.py). Main rank only; a
+        failing report is logged and never costs a finished run."""
+        cfg, head = self.cfg, self.model.head
+        codebook = head.codebook.numpy() if hasattr(head, "codebook") else None
+        try:
+            write_report(self.out, result["query_codes"], result["db_codes"],
+                         self.data.lists["test"].labels[result["query_indices"]],
+                         self.data.lists["database"].labels[result["db_indices"]],
+                         topk=cfg["topk"], method=cfg["method"], bit=cfg["bit"], codebook=codebook,
+                         dataset=cfg["dataset"], map_value=result["map"], map_tie_aware=result["map_tie_aware"],
+                         extra={"epoch": epoch, "backbone": cfg["backbone"]}, seed=cfg["seed"])
+            log.info("evaluation report: %s", os.path.join(self.out, "report", "report.md"))
+        except Exception:  # noqa: BLE001
+            log.exception("evaluation report not written (metrics.json and checkpoints are unaffected)")
+
     # ------------------------------------------------------------------ evaluation only
     def evaluate_only(self):
         result = evaluate(self.model, self.data, self.cfg, self.env)
@@ -249,9 +270,9 @@ class Run:
             write_json(os.path.join(self.out, "metrics.json"),
                        self._metrics(epoch, result, max(result["map"], self.ckpt["best_map"]), epoch))
             npy = write_database_codes(self.cfg, self.data, self.model, result, self.out)
-            topk = self.cfg["topk"]
-            print(f"mAP@{'all' if topk == -1 else topk}: {result['map']:.4f}", flush=True)
-            print(f"mAP@{'all' if topk == -1 else topk} (tie-aware): {result['map_tie_aware']:.4f}", flush=True)
+            self._write_report(result, epoch)
+            print(f"mAP@{topk_name(self.cfg)}: {result['map']:.4f}", flush=True)
+            print(f"mAP@{topk_name(self.cfg)} (tie-aware): {result['map_tie_aware']:.4f}", flush=True)
             log.info("metrics: %s, database codes: %s", os.path.join(self.out, "metrics.json"), npy)
         return result
 
@@ -306,6 +327,7 @@ class Run:
         loader = self.data.train_loader
         bad = BadImages(train_set, cfg["skip_bad_images"])
         state = dict(best_map=best_map, best_epoch=best_epoch, history=history)
+        self._last_eval = None
 
         def save_last(epoch, step=0):
             save_checkpoint(os.path.join(self.out, LAST), model, cfg, epoch, state["best_map"], optimizer, scheduler,
@@ -354,20 +376,23 @@ class Run:
                     save_last(epoch)
                     self._write_train_log(state["history"])
                 env.barrier()
+        if env.is_main and self._last_eval:
+            self._write_report(self._last_eval[1], self._last_eval[0])
         if bad.count:
             log.warning("skipped %d unreadable training images", bad.count)
         log.info("done: best mAP@%s %.4f at epoch %d; outputs in %s (best.pdparams, last.pdparams, metrics.json, "
-                 "database_code_%d.npy, train.log, train_log.csv)", cfg["topk"] if cfg["topk"] != -1 else "all",
+                 "database_code_%d.npy, train.log, train_log.csv, report/)", topk_name(cfg),
                  state["best_map"], state["best_epoch"], os.path.abspath(self.out), cfg["bit"])
         return state
 
     def _evaluate_epoch(self, epoch, row, state):
         result = evaluate(self.model, self.data, self.cfg, self.env)
+        self._last_eval = (epoch, result)
         row["map"], row["map_tie_aware"] = result["map"], result["map_tie_aware"]
         improved = result["map"] > state["best_map"]
         if improved:
             state["best_map"], state["best_epoch"] = result["map"], epoch
-        log.info("epoch %d  mAP@%s %.4f (tie-aware %.4f)  best %.4f (epoch %d)", epoch, self.cfg["topk"],
+        log.info("epoch %d  mAP@%s %.4f (tie-aware %.4f)  best %.4f (epoch %d)", epoch, topk_name(self.cfg),
                  result["map"], result["map_tie_aware"], state["best_map"], state["best_epoch"])
         if self.env.is_main:
             if improved:

@@ -1,0 +1,160 @@
+"""Compare training runs: a Markdown table of methods × bits (the shape of OrthoHash's Table 1), and
+optionally one precision–recall chart with every run.
+
+    python scripts/compare_runs.py output/hashnet_16 output/hashnet_32 output/orthohash_16 output/orthohash_32
+    python scripts/compare_runs.py output/* --tie-aware table --plot pr_all.png
+
+Each argument is a training --output directory holding metrics.json (or the metrics.json itself).
+Rows are method (dataset), columns bits, cells mAP@topK with the tie-aware mAP in parentheses
+(`--tie-aware table`: a second table instead). --plot reads each run's report/pr_curve.json, written by
+the evaluation report (utils/report.py). When two runs share method, dataset and bits the later
+argument wins (a note says so on stderr). A missing or broken metrics.json is a one-line error, exit 2.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils.errors import UserError, cli_entry  # noqa: E402
+
+REQUIRED = ("method", "bit", "map")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="OUT", help="training output directories (or their metrics.json)")
+    p.add_argument("--tie-aware", choices=("paren", "table", "none"), default="paren",
+                   help="tie-aware mAP in parentheses (default), as a second table, or not at all")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="also draw every run's precision–recall curve (from OUT/report/pr_curve.json) into one PNG")
+    p.add_argument("--digits", type=int, default=4, help="decimals in the table (default 4)")
+    return p.parse_args(argv)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_run(arg):
+    """OUT dir or metrics.json → (run dir, metrics dict); UserError naming the file when unusable."""
+    path = arg if os.path.isfile(arg) else os.path.join(arg, "metrics.json")
+    run_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(path):
+        raise UserError(f"{path}: not found (pass a training --output directory that holds metrics.json)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})")
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})")
+    if not isinstance(m, dict):
+        raise UserError(f"{path}: expected a JSON object with {', '.join(REQUIRED)}")
+    missing = [k for k in REQUIRED if k not in m]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)} (not a training run's metrics.json?)")
+    if not isinstance(m["bit"], int) or isinstance(m["bit"], bool) or m["bit"] <= 0:
+        raise UserError(f"{path}: bit must be a positive integer, got {m['bit']!r}")
+    if not _is_number(m["map"]):
+        raise UserError(f"{path}: map must be a number, got {m['map']!r}")
+    if m.get("map_tie_aware") is not None and not _is_number(m["map_tie_aware"]):
+        raise UserError(f"{path}: map_tie_aware must be a number, got {m['map_tie_aware']!r}")
+    return run_dir, m
+
+
+def _topk(m):
+    t = m.get("topk", -1)
+    return "all" if t in (None, -1) else str(t)
+
+
+def build_tables(runs, mode="paren", digits=4):
+    """[(run dir, metrics)] → (Markdown text, notes). Rows method (dataset), columns bits."""
+    notes = []
+    topks = sorted({_topk(m) for _, m in runs})
+    mixed_topk = len(topks) > 1
+    cells, row_keys, bits = {}, [], set()
+    for run_dir, m in runs:
+        row = (str(m.get("dataset") or "?"), str(m["method"]), _topk(m) if mixed_topk else "")
+        if row not in row_keys:
+            row_keys.append(row)
+        key = (row, m["bit"])
+        if key in cells:
+            notes.append(f"note: {run_dir} replaces {cells[key][0]} ({m['method']}, {m['bit']} bits, "
+                         f"{m.get('dataset')}): later argument wins")
+        cells[key] = (run_dir, m)
+        bits.add(m["bit"])
+    bits = sorted(bits)
+    row_keys.sort()
+
+    def label(row):
+        dataset, method, topk = row
+        inner = dataset + (f", mAP@{topk}" if topk else "")
+        return f"{method} ({inner})"
+
+    def fmt(v):
+        return f"{v:.{digits}f}" if _is_number(v) else "–"
+
+    def table(cell_text):
+        lines = ["| method (dataset) | " + " | ".join(f"{b} bits" for b in bits) + " |",
+                 "|---|" + "---:|" * len(bits)]
+        for row in row_keys:
+            vals = [cell_text(cells[(row, b)][1]) if (row, b) in cells else "–" for b in bits]
+            lines.append(f"| {label(row)} | " + " | ".join(vals) + " |")
+        return "\n".join(lines)
+
+    what = "mAP@" + topks[0] if not mixed_topk else "mAP@topK (see each row)"
+    parts = []
+    if mode == "paren":
+        parts.append(f"{what}, tie-aware mAP in parentheses\n")
+        parts.append(table(lambda m: f"{fmt(m['map'])} ({fmt(m.get('map_tie_aware'))})"))
+    else:
+        parts.append(f"{what} (ties broken by database index)\n")
+        parts.append(table(lambda m: fmt(m["map"])))
+        if mode == "table":
+            parts.append(f"\n{what}, tie-aware (expected over random orders of tied items)\n")
+            parts.append(table(lambda m: fmt(m.get("map_tie_aware"))))
+    return "\n".join(parts) + "\n", notes
+
+
+def plot_runs(runs, png):
+    from utils.report import REPORT_DIR, load_pr_curve, plot_pr_curves
+
+    curves = []
+    for run_dir, m in runs:
+        path = os.path.join(run_dir, REPORT_DIR, "pr_curve.json")
+        if not os.path.exists(path) and os.path.exists(os.path.join(run_dir, "pr_curve.json")):
+            path = os.path.join(run_dir, "pr_curve.json")  # OUT/report/metrics.json was given
+        if not os.path.exists(path):
+            raise UserError(f"{path}: not found; --plot needs each run's evaluation report "
+                            "(utils.report.write_report, written after evaluation)")
+        try:
+            c = load_pr_curve(path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: not a usable pr_curve.json ({exc})")
+        dataset = m.get("dataset")
+        c["label"] = f"{m['method']} {m['bit']} bits" + (f" ({dataset})" if dataset else "") + \
+                     f", mAP {m['map']:.3f}"
+        curves.append(c)
+    return plot_pr_curves(curves, png, title="precision–recall over Hamming radius", by_radius=False)
+
+
+@cli_entry
+def main(argv=None):
+    args = parse_args(argv)
+    runs = [load_run(a) for a in args.runs]
+    text, notes = build_tables(runs, args.tie_aware, args.digits)
+    for n in notes:
+        print(n, file=sys.stderr)
+    print(text, end="", flush=True)
+    if args.plot:
+        plot_runs(runs, args.plot)
+        print(f"\nprecision–recall chart: {args.plot}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
