@@ -169,7 +169,7 @@ def _up_to_date(stamp_path, args, root, list_dir):
 
 
 def _save_jpeg(array, path):
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: two runs on one folder do not share temp files
     # fixed encoder settings -> byte-identical files for identical pixels
     Image.fromarray(array, "RGB").save(tmp, format="JPEG", quality=JPEG_QUALITY, subsampling=0,
                                        optimize=False, progressive=False)
@@ -181,11 +181,11 @@ def _remove_stale(split_dir, keep):
     if not os.path.isdir(split_dir):
         return
     for name in os.listdir(split_dir):
-        if (_NAME_RE.match(name) or name.endswith(".jpg.tmp")) and name not in keep:
+        if (_NAME_RE.match(name) or name.endswith(f".jpg.{os.getpid()}.tmp")) and name not in keep:
             os.remove(os.path.join(split_dir, name))
 
 
-def summary(args, root, list_dir, regenerated):
+def _summary(args, root, list_dir, regenerated):
     counts = {name: args[f"n_{name}"] for name in LIST_NAMES}
     return {"kind": args["kind"], "root": root, "list_dir": list_dir, "counts": counts, **counts,
             "num_labels": args["num_classes"], "size": args["size"], "seed": args["seed"],
@@ -193,18 +193,21 @@ def summary(args, root, list_dir, regenerated):
 
 
 def generate(kind, root, list_dir, n_train=200, n_database=400, n_test=100, num_classes=10, size=64, seed=0):
-    """Generate (or reuse) a synthetic data set; return a summary dict.
+    """Generate (or reuse) a synthetic data set under `root` with lists in `list_dir`; return a summary.
 
-    Returns {"kind", "root", "list_dir", "counts": {"train", "database", "test"}, the same three counts
-    as top-level keys "train"/"database"/"test", "num_labels", "size", "seed", "regenerated"}. With an up-to-date stamp in `list_dir` nothing is written
-    (`regenerated` False).
+    kind: "single" (one-hot over `num_classes`) or "multi" (1-3 labels per image); n_*: images per split;
+    size: image side in pixels; seed: everything drawn depends on it (same arguments, same bytes).
+    The summary: {"kind", "root", "list_dir", "counts": {"train", "database", "test"}, the same counts as
+    top-level "train"/"database"/"test", "num_labels", "size", "seed", "regenerated"}. When the stamp in
+    `list_dir` matches the arguments and every listed file exists, nothing is written (`regenerated` False).
+    Bad arguments raise UserError.
     """
     counts = {"train": n_train, "database": n_database, "test": n_test}
     _check_args(kind, counts, num_classes, size)
     args = _stamp_args(kind, root, counts, num_classes, size, seed)
     stamp_path = os.path.join(list_dir, STAMP_NAME)
     if _up_to_date(stamp_path, args, root, list_dir):
-        return summary(args, root, list_dir, False)
+        return _summary(args, root, list_dir, False)
 
     os.makedirs(list_dir, exist_ok=True)
     if os.path.exists(stamp_path):
@@ -229,4 +232,4 @@ def generate(kind, root, list_dir, n_train=200, n_database=400, n_test=100, num_
         _remove_stale(split_dir, names)
         write_list(os.path.join(list_dir, f"{name}.txt"), rels, labels)
     write_json(stamp_path, {"args": args, "generator": "utils/lite_data.py"})
-    return summary(args, root, list_dir, True)
+    return _summary(args, root, list_dir, True)
