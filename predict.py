@@ -17,6 +17,8 @@ from utils.errors import UserError, cli_entry
 
 
 def parse_args(argv=None):
+    from utils.searcher import add_database_args
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img", required=True, help="query image")
     p.add_argument("--bit", type=int, default=64, help="code length (default %(default)s)")
@@ -24,12 +26,7 @@ def parse_args(argv=None):
                    help="checkpoint (default: the <bit>-bit best.pdparams in --save_path or its sub-folders)")
     p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None,
                    help="use an exported model (export_model.py) instead of a checkpoint")
-    p.add_argument("--backend", choices=("paddle", "onnx"), default="paddle", help="for --model-dir (default paddle)")
-    p.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
-    p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
-                   help="image root of the database list (default: the one training used)")
-    p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
-                   help="folder with database.txt (default: the one training used)")
+    add_database_args(p)
     p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
                    help="where the database code cache and the matched pictures go (default %(default)s)")
     p.add_argument("--topk", type=int, default=10, help="results to list (default %(default)s)")

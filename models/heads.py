@@ -8,22 +8,25 @@ def _normal(std):
     return paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, std))
 
 
-class HashNetHead(nn.Layer):
-    """HashNet: Linear(feat, bit). Training squashes it with tanh(scale·u) inside the loss."""
+class LinearHead(nn.Layer):
+    """Linear(feat, bit) with bias — HashNet, DPSH and CSQ (the losses squash it with tanh where the
+    method does). `codebook`: optional frozen ±1 target codes, one row per class (CSQ's hash centres),
+    kept as a persistable buffer so that they travel with the weights."""
 
-    def __init__(self, in_dim, bit):
+    def __init__(self, in_dim, bit, codebook=None):
         super().__init__()
         self.fc = nn.Linear(in_dim, bit, weight_attr=_normal(0.01),
                             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
+        if codebook is not None:
+            self.register_buffer("codebook", paddle.to_tensor(np.asarray(codebook, np.float32)))
 
     def forward(self, feat):
         return self.fc(feat)
 
 
-class OrthoHashHead(nn.Layer):
-    """OrthoHash: Linear(feat, bit, no bias, N(0, 0.01)) → BatchNorm1D. The frozen ±1 codebook (one
-    row per class) is a persistable buffer so that it travels with the weights; the loss scores
-    cosine similarity to it."""
+class BatchNormHead(nn.Layer):
+    """Linear(feat, bit, no bias, N(0, 0.01)) → BatchNorm1D, with a frozen ±1 codebook (one row per
+    class) as a persistable buffer — OrthoHash and RelaHash; their losses score the output against it."""
 
     def __init__(self, in_dim, bit, codebook):
         super().__init__()

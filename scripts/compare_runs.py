@@ -6,7 +6,8 @@ optionally one precision–recall chart with every run.
 
 Each argument is a training --output directory holding metrics.json (or the metrics.json itself).
 Rows are method (dataset), columns bits, cells mAP@topK with the tie-aware mAP in parentheses
-(`--tie-aware table`: a second table instead). --plot reads each run's report/pr_curve.json, written by
+(`--tie-aware table`: a second table instead); a "random codes" row per data set gives the chance level
+(the mAP of random codes, from each run's report/metrics.json). --plot reads each run's report/pr_curve.json, written by
 the evaluation report (utils/report.py). When two runs share method, dataset and bits the later
 argument wins (a note says so on stderr). A missing or broken metrics.json is a one-line error, exit 2.
 """
@@ -71,6 +72,16 @@ def _topk(m):
     return "all" if t in (None, -1) else str(t)
 
 
+def _report_value(run_dir, key):
+    """A number from <run>/report/metrics.json (the evaluation report), or None."""
+    try:
+        with open(os.path.join(run_dir, "report", "metrics.json"), encoding="utf-8") as f:
+            value = json.load(f).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if _is_number(value) else None
+
+
 def build_tables(runs, mode="paren", digits=4):
     """[(run dir, metrics)] → (Markdown text, notes). Rows method (dataset), columns bits."""
     notes = []
@@ -88,7 +99,15 @@ def build_tables(runs, mode="paren", digits=4):
         cells[key] = (run_dir, m)
         bits.add(m["bit"])
     bits = sorted(bits)
-    row_keys.sort()
+    # chance level per data set and code length, from each run's evaluation report (when present)
+    for (row, b), (run_dir, m) in list(cells.items()):
+        chance = _report_value(run_dir, "map_random_codes")
+        if chance is not None:
+            rrow = (row[0], "random codes", row[2])
+            cells.setdefault((rrow, b), (run_dir, {"map": chance, "map_tie_aware": chance}))
+            if rrow not in row_keys:
+                row_keys.append(rrow)
+    row_keys.sort(key=lambda r: (r[0], r[1] == "random codes", r[1], r[2]))  # chance last in its data set
 
     def label(row):
         dataset, method, topk = row

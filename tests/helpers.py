@@ -17,9 +17,15 @@ def run_cli(args, timeout=600, env=None, check=True, cwd=ROOT):
     return proc
 
 
+# Learning rates for random-init training on lite data (the papers' assume an ImageNet backbone);
+# the same values as scripts/quickstart.sh, scripts/benchmark_methods.sh and the TIPC configs.
+LITE_LR = {"hashnet": ["-lr", "3e-4", "--head-lr-mult", "1"], "orthohash": ["-lr", "1e-3"],
+           "relahash": ["-lr", "1e-3"], "dpsh": ["-lr", "3e-5"], "csq": ["-lr", "1e-3", "--backbone-lr-mult", "0.1"]}
+
+
 def lite_flags(data, method, out, epochs=1, bit=16, extra=()):
     """Flags for a tiny, fast training run on generated lite data."""
-    lr = {"hashnet": ["-lr", "3e-4", "--head-lr-mult", "1"], "orthohash": ["-lr", "1e-3"]}[method]
+    lr = LITE_LR[method]
     return ["--method", method, "--bit", bit, "--dataset", data["dataset"], "--data-path", data["root"],
             "--list-dir", data["list_dir"], "--epochs", epochs, "-bs", 8, "--num-workers", 0, "--output", out,
             "--seed", 7, *lr, *extra]

@@ -16,7 +16,8 @@ def load_weights(path):
     return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}
 
 
-@pytest.mark.parametrize("method,data", [("hashnet", "lite_single"), ("orthohash", "lite_multi")])
+@pytest.mark.parametrize("method,data", [("hashnet", "lite_single"), ("orthohash", "lite_multi"),
+                                         ("dpsh", "lite_single"), ("csq", "lite_multi")])
 def test_one_epoch_plus_resume_equals_two_epochs(method, data, request, tmp_path):
     d = request.getfixturevalue(data)
     full, part = tmp_path / "full", tmp_path / "part"

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.losses import HashNetLoss, OrthoHashLoss
+from utils.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
 
 
 def numpy_hashnet(h_batch, y_batch, bank_h, bank_y, seen, alpha):
@@ -113,3 +113,140 @@ def test_orthohash_single_label_equals_plain_cross_entropy():
     logits = fn.margin_logits(paddle.to_tensor(u), paddle.to_tensor(y))
     ce = paddle.nn.functional.cross_entropy(logits, paddle.to_tensor(target)).item()
     assert fn(paddle.to_tensor(u), paddle.to_tensor(y)).item() == pytest.approx(ce, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ RelaHash
+def numpy_relahash(u, y, codebook, beta, m):
+    """RelaHash: relative position of the whole batch (scalar mean, Frobenius norm), unit centroids,
+    β·(z*·c* − m·y), cross-entropy with label smoothing over the true labels."""
+    mean = sum(float(v) for row in u for v in row) / u.size
+    a = [[float(v) - mean for v in row] for row in u]
+    fro = math.sqrt(sum(v * v for row in a for v in row))
+    total = 0.0
+    for i in range(len(u)):
+        logits = []
+        for k in range(len(codebook)):
+            norm_c = math.sqrt(sum(float(c) ** 2 for c in codebook[k]))
+            rel = sum(a[i][b] / fro * float(codebook[k][b]) / norm_c for b in range(u.shape[1]))
+            logits.append(beta * (rel - m * y[i, k]))
+        mx = max(logits)
+        log_z = mx + math.log(sum(math.exp(v - mx) for v in logits))
+        weights = y[i] / y[i].sum()
+        total += -sum(weights[k] * (logits[k] - log_z) for k in range(len(codebook)))
+    return total / len(u)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_relahash_loss_matches_numpy(multi):
+    rng = np.random.default_rng(3)
+    codebook = np.where(rng.random((6, 16)) < 0.5, -1.0, 1.0).astype(np.float32)
+    u = (rng.standard_normal((8, 16)) + 0.7).astype(np.float32)  # a non-zero mean, which z* removes
+    y = random_labels(rng, 8, 6, multi)
+    fn = RelaHashLoss(codebook, scale=8.0, margin=0.5)
+    got = fn(paddle.to_tensor(u), paddle.to_tensor(y)).item()
+    assert got == pytest.approx(numpy_relahash(u, y, codebook, 8.0, 0.5), rel=1e-5)
+
+
+def test_relahash_depends_on_the_batch_but_not_on_its_scale_or_shift():
+    rng = np.random.default_rng(4)
+    codebook = np.where(rng.random((4, 16)) < 0.5, -1.0, 1.0).astype(np.float32)
+    u = rng.standard_normal((6, 16)).astype(np.float32)
+    y = random_labels(rng, 6, 4, False)
+    fn = RelaHashLoss(codebook)
+    base = fn(paddle.to_tensor(u), paddle.to_tensor(y)).item()
+    assert fn(paddle.to_tensor(3 * u + 2), paddle.to_tensor(y)).item() == pytest.approx(base, rel=1e-5)
+    # relative position: an image's similarities change with the rest of its batch
+    alone = fn.similarity(paddle.to_tensor(u[:3])).numpy()
+    in_batch = fn.similarity(paddle.to_tensor(u)).numpy()[:3]
+    assert not np.allclose(alone, in_batch, rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ DPSH
+def numpy_dpsh(u, y_batch, bank_u, bank_y, seen, eta):
+    """DPSH: mean over (batch, seen bank) pairs of log(1 + e^θ) − s·θ, θ = ½ u_i·u_j, plus
+    η·mean((u − sign u)²) over the batch."""
+    pair_losses = []
+    for i in range(len(u)):
+        for j in range(len(bank_u)):
+            if not seen[j]:
+                continue
+            s = 1.0 if float(np.dot(y_batch[i], bank_y[j])) > 0 else 0.0
+            theta = 0.5 * float(np.dot(u[i], bank_u[j]))
+            pair_losses.append(math.log(1 + math.exp(theta)) - s * theta)
+    quant = sum((float(v) - (1.0 if v > 0 else -1.0 if v < 0 else 0.0)) ** 2 for row in u for v in row) / u.size
+    return sum(pair_losses) / len(pair_losses) + eta * quant
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_dpsh_loss_matches_numpy_over_two_batches(multi):
+    rng = np.random.default_rng(5)
+    n_train, bit, c, eta = 10, 12, 4, 0.3
+    fn = DPSHLoss(n_train, bit, c, quant_weight=eta)
+    bank_u = np.zeros((n_train, bit), np.float32)
+    bank_y = np.zeros((n_train, c), np.float32)
+    seen = np.zeros(n_train, bool)
+    for idx in (np.array([1, 4, 6]), np.array([0, 4, 9, 2])):
+        u = rng.standard_normal((len(idx), bit)).astype(np.float32) * 2
+        y = random_labels(rng, len(idx), c, multi)
+        got = fn(paddle.to_tensor(u), paddle.to_tensor(y), paddle.to_tensor(idx)).item()
+        bank_u[idx], bank_y[idx], seen[idx] = u, y, True
+        assert got == pytest.approx(numpy_dpsh(u, y, bank_u, bank_y, seen, eta), rel=1e-5)
+
+
+def test_dpsh_loss_is_stable_for_large_codes_and_has_gradient():
+    u = paddle.to_tensor(np.array([[40.0] * 8, [-40.0] * 8], np.float32), stop_gradient=False)
+    y = paddle.to_tensor(np.eye(2, dtype=np.float32))
+    loss = DPSHLoss(2, 8, 2)(u, y, paddle.to_tensor(np.array([0, 1])))
+    assert np.isfinite(loss.item())
+    loss.backward()
+    assert np.isfinite(u.grad.numpy()).all() and np.abs(u.grad.numpy()).sum() > 0
+
+
+# ------------------------------------------------------------------------------------------ CSQ
+def numpy_csq(u, y, codebook, random_centre, lam):
+    """CSQ: centre = sign(mean of the label centres), 0 → the random centre's bit; BCE between
+    (tanh u + 1)/2 and (centre + 1)/2, averaged over elements, + λ·mean((|tanh u| − 1)²)."""
+    bce, quant, n = 0.0, 0.0, 0
+    for i in range(len(u)):
+        labels = [k for k in range(y.shape[1]) if y[i, k] > 0]
+        for b in range(u.shape[1]):
+            m = sum(float(codebook[k][b]) for k in labels) / max(len(labels), 1)
+            centre = 1.0 if m > 0 else -1.0 if m < 0 else float(random_centre[b])
+            p, t = (math.tanh(float(u[i, b])) + 1) / 2, (centre + 1) / 2
+            bce += -(t * math.log(p) + (1 - t) * math.log(1 - p))
+            quant += (abs(math.tanh(float(u[i, b]))) - 1) ** 2
+            n += 1
+    return bce / n + lam * quant / n
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_csq_loss_matches_numpy(multi):
+    rng = np.random.default_rng(6)
+    from utils.codebook import make_codebook
+
+    codebook = make_codebook("H", 5, 8, seed=0)
+    u = rng.standard_normal((9, 8)).astype(np.float32)
+    y = random_labels(rng, 9, 5, multi)
+    if multi:
+        y[0] = 0
+        y[0, [0, 1]] = 1  # rows 0 and 1 of [H; −H] disagree on half the bits → ties
+    fn = CSQLoss(codebook, quant_weight=0.05, seed=3)
+    rnd = fn.random_centre.numpy()
+    assert set(np.unique(rnd)) <= {-1.0, 1.0}
+    got = fn(paddle.to_tensor(u), paddle.to_tensor(y)).item()
+    assert got == pytest.approx(numpy_csq(u, y, codebook, rnd, 0.05), rel=1e-5)
+
+
+def test_csq_centres_single_label_and_ties():
+    from utils.codebook import make_codebook
+
+    codebook = make_codebook("H", 4, 8, seed=0)
+    fn = CSQLoss(codebook, seed=1)
+    y = np.array([[0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], np.float32)
+    c = fn.centres(paddle.to_tensor(y)).numpy()
+    np.testing.assert_array_equal(c[0], codebook[2])
+    tie = codebook[0] + codebook[1] == 0
+    assert tie.any()
+    np.testing.assert_array_equal(c[1][tie], fn.random_centre.numpy()[tie])
+    np.testing.assert_array_equal(c[1][~tie], codebook[0][~tie])
+    np.testing.assert_array_equal(c[2], fn.random_centre.numpy())  # no label: the random centre

@@ -249,6 +249,31 @@ def test_compare_runs_table_and_plot(tmp_path):
     assert "| hashnet (cifar10) | 0.6123 |" in out and "| hashnet (cifar10) | 0.6000 |" in out
 
 
+def test_compare_runs_random_codes_row_from_reports(tmp_path):
+    for name, method, bit, chance in (("h16", "hashnet", 16, 0.101), ("o32", "orthohash", 32, 0.102)):
+        fake_run(tmp_path / name, method, bit, 0.5, 0.5)
+        with open(tmp_path / name / "report" / "metrics.json", "w") as f:
+            json.dump({"map_random_codes": chance}, f)
+    fake_run(tmp_path / "o16", "orthohash", 16, 0.6, 0.6, with_report=False)
+    out = run_cli(["scripts/compare_runs.py", tmp_path / "h16", tmp_path / "o32", tmp_path / "o16",
+                   "--tie-aware", "none"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "bits" not in line]
+    assert rows[-1] == "| random codes (cifar10) | 0.1010 | 0.1020 |", out
+
+
+def test_random_code_map_is_the_chance_level():
+    rng = np.random.default_rng(0)
+    c, n_q, n_db = 5, 60, 500
+    ql = np.eye(c)[rng.integers(0, c, n_q)]
+    dl = np.eye(c)[rng.integers(0, c, n_db)]
+    chance = diagnostics.random_code_map(ql, dl, 32, topk=None, repeats=3, seed=1)
+    share = float((ql @ dl.T > 0).mean())  # expected AP of a random ranking over the whole database ≈ share
+    assert abs(chance - share) < 0.03
+    assert diagnostics.random_code_map(ql, dl, 32, seed=1) == chance  # seeded
+    perfect = retrieval.mean_average_precision(np.sign(ql - 0.5), np.sign(dl - 0.5), ql, dl)
+    assert perfect > chance + 0.5
+
+
 def test_compare_runs_errors(tmp_path):
     fake_run(tmp_path / "ok", "hashnet", 16, 0.6, 0.59)
     os.makedirs(tmp_path / "broken")

@@ -10,7 +10,8 @@ import pytest
 from tests.helpers import ROOT
 
 CONFIGS = os.path.join(ROOT, "test_tipc", "configs")
-MODELS = [f"{m}_{b}" for m in ("hashnet", "orthohash") for b in (16, 32, 48, 64)] + ["hashnet_lite"]
+MODELS = [f"{m}_{b}" for m in ("hashnet", "orthohash") for b in (16, 32, 48, 64)] + [
+    "hashnet_lite", "relahash_64", "dpsh_64", "csq_64"]
 
 
 def bash(script, env=None, timeout=300):

@@ -55,7 +55,7 @@ def build_parser(description):
     _flag(g, "--epochs", type=int, default=None, help="training epochs (default: method's)")
     _flag(g, "-bs", "--batch-size", type=int, default=None, help="batch size per process (default: method's)")
     _flag(g, "-lr", "--learning-rate", dest="lr", type=float, default=None, help="base learning rate (default: method's)")
-    _flag(g, "--optimizer", choices=("sgd", "adam"), default=None, help="optimizer (default: method's)")
+    _flag(g, "--optimizer", choices=("sgd", "adam", "rmsprop"), default=None, help="optimizer (default: method's)")
     _flag(g, "--weight-decay", type=float, default=None, help="L2 weight decay (default: method's)")
     _flag(g, "--lr-step", type=int, default=None,
           help="multiply the lr by --lr-gamma every this many epochs (default: method's; OrthoHash: 0.8·epochs)")
@@ -127,6 +127,8 @@ def _check_ranges(cfg):
             raise UserError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
     if cfg["crop_size"] > cfg["resize_size"]:
         raise UserError(f"--crop-size {cfg['crop_size']} is larger than --resize-size {cfg['resize_size']}")
+    if not 0 < cfg["lr_gamma"] <= 1:
+        raise UserError(f"--lr-gamma must be in (0, 1] (1 = constant lr), got {cfg['lr_gamma']}")
     if cfg["num_workers"] < 0:
         raise UserError("--num-workers must be ≥ 0")
     if cfg["topk"] == 0 or cfg["topk"] < -1:

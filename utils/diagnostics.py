@@ -10,8 +10,8 @@ that ties them to retrieval quality, the gap between intra- and inter-class Hamm
 * bit balance     — `bit_balance`: mean of each ±1 bit over the database (0 = balanced);
 * uncorrelated    — `bit_correlation`: Pearson correlation between bits, and `(1/N) BᵀB` (the slides'
   orthogonality condition, which also sees unbalanced bits);
-plus `distinct_codes` (how many different codes the database uses) and `codebook_stats` for methods
-with one target code per class.
+plus `distinct_codes` (how many different codes the database uses), `codebook_stats` for methods
+with one target code per class, and `random_code_map`, the chance level a trained model must beat.
 
 A bit is 1 where the continuous value is > 0, as in `utils.retrieval` (so 0 counts as −1).
 Everything that would be O(n_query × n_db) is sampled with a fixed seed so that a COCO-size database
@@ -22,7 +22,7 @@ import numpy as np
 from utils import retrieval
 
 __all__ = ["binarize", "bit_balance", "bit_correlation", "quantization_error", "distinct_codes",
-           "hamming_intra_inter", "codebook_stats"]
+           "hamming_intra_inter", "codebook_stats", "random_code_map"]
 
 DEFAULT_MAX_PAIRS = 2_000_000  # sampled query–database pairs for the distance histograms (half intra)
 DEFAULT_MAX_CORR_CODES = 50_000  # database codes sampled for the bit correlation
@@ -284,3 +284,16 @@ def codebook_stats(codebook, db_b=None, db_labels=None, max_codes=DEFAULT_MAX_CO
             nearest = retrieval.hamming_topk(np.asarray(db_b)[rows], cb, 1)[1][:, 0]
             out["nearest_is_own_class"] = float(db_labels[rows, nearest].mean())
     return out
+
+
+def random_code_map(query_labels, db_labels, bits, topk=None, repeats=3, seed=0):
+    """Chance level: the mAP of codes drawn uniformly at random (each bit ±1 with probability ½), with
+    the same labels, code length and topk; mean over `repeats` seeded draws. A trained model's mAP
+    means something only well above this (on lite data it is roughly the share of relevant items)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(repeats):
+        q = np.where(rng.random((len(query_labels), bits)) < 0.5, -1, 1).astype(np.int8)
+        d = np.where(rng.random((len(db_labels), bits)) < 0.5, -1, 1).astype(np.int8)
+        values.append(retrieval.mean_average_precision(q, d, query_labels, db_labels, topk=topk))
+    return float(np.mean(values))

@@ -167,15 +167,25 @@ def lr_step(cfg):
     return cfg["lr_step"] or max(1, math.ceil(0.8 * cfg["epochs"]))
 
 
+def _constant_lr(epoch):
+    return 1.0
+
+
 def build_optimizer(cfg, model):
     for p in model.backbone.parameters():
         p.optimize_attr["learning_rate"] = cfg["backbone_lr_mult"]
     for p in model.head.parameters():
         p.optimize_attr["learning_rate"] = cfg["head_lr_mult"]
-    scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=lr_step(cfg), gamma=cfg["lr_gamma"])
+    if cfg["lr_gamma"] < 1.0:
+        scheduler = paddle.optimizer.lr.StepDecay(cfg["lr"], step_size=lr_step(cfg), gamma=cfg["lr_gamma"])
+    else:  # --lr-gamma 1: a constant lr (Paddle's StepDecay refuses gamma 1)
+        scheduler = paddle.optimizer.lr.LambdaDecay(cfg["lr"], lr_lambda=_constant_lr)
     params = [p for p in model.parameters() if not p.stop_gradient]
     if cfg["optimizer"] == "sgd":
         opt = paddle.optimizer.Momentum(scheduler, momentum=0.9, parameters=params, weight_decay=cfg["weight_decay"])
+    elif cfg["optimizer"] == "rmsprop":  # PyTorch's defaults (alpha 0.99, eps 1e-8), as the reference code
+        opt = paddle.optimizer.RMSProp(scheduler, rho=0.99, epsilon=1e-8, parameters=params,
+                                       weight_decay=cfg["weight_decay"])
     else:
         opt = paddle.optimizer.Adam(scheduler, parameters=params, weight_decay=cfg["weight_decay"])
     return opt, scheduler

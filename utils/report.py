@@ -316,6 +316,9 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
         map_tie_aware = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, tie_aware=True)
     lap("map", t0)
     t0 = time.time()
+    map_random = diagnostics.random_code_map(ql, dl, bit, topk=topk, seed=seed)
+    lap("map_random_codes", t0)
+    t0 = time.time()
     ks = sorted({min(k, len(d)) for k in PRECISION_KS} | {k_eff})
     prec, rec = retrieval.precision_recall_at_k(qb, db, ql, dl, ks)
     lap("precision_recall_at_k", t0)
@@ -349,7 +352,7 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
         "method": method, "bit": bit, "dataset": dataset, "topk": -1 if topk is None else topk,
         "num_query": int(len(q)), "num_database": int(len(d)), "num_classes": int(dl.shape[1]),
         "multi_label": bool(((dl > 0).sum(axis=1) > 1).any() or ((ql > 0).sum(axis=1) > 1).any()),
-        "map": float(map_value), "map_tie_aware": float(map_tie_aware),
+        "map": float(map_value), "map_tie_aware": float(map_tie_aware), "map_random_codes": map_random,
         "precision_at_k": {str(k): float(p) for k, p in zip(ks, prec)},
         "recall_at_k": {str(k): float(r) for k, r in zip(ks, rec)},
         "precision_at_topk": float(prec[ks.index(k_eff)]), "recall_at_topk": float(rec[ks.index(k_eff)]),
@@ -414,6 +417,8 @@ def render_markdown(m, images):
            "## Retrieval", "", "| metric | value |", "|---|---|",
            f"| mAP@{topk} (ties by database index) | {_fmt(m['map'])} |",
            f"| mAP@{topk} (tie-aware, expected over tie orders) | {_fmt(m['map_tie_aware'])} |"]
+    if m.get("map_random_codes") is not None:
+        out.append(f"| mAP@{topk} of random codes (chance level) | {_fmt(m['map_random_codes'])} |")
     for k, p in m["precision_at_k"].items():
         out.append(f"| precision@{k} | {_fmt(p)} |")
     out.append(f"| recall@{topk} | {_fmt(m['recall_at_topk'])} |")

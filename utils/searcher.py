@@ -109,6 +109,18 @@ class Database:
         return True
 
 
+def add_database_args(parser):
+    """The flags predict.py and the retrieval service share: runtime of an exported model and where the
+    database is (each defaults to what training used)."""
+    parser.add_argument("--backend", choices=("paddle", "onnx"), default="paddle",
+                        help="for --model-dir (default paddle)")
+    parser.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
+    parser.add_argument("--data_path", "--data-path", dest="data_path", default=None,
+                        help="image root of the database list (default: the one training used)")
+    parser.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
+                        help="folder with database.txt (default: the one training used)")
+
+
 def resolve_database(model, dataset=None, data_path=None, list_dir=None):
     """(database list file, image root): flags first, then what the model was trained on, then the
     defaults data/<dataset>/database.txt and datasets/<dataset>."""

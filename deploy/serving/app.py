@@ -41,16 +41,13 @@ THUMB_CACHE = 512  # thumbnails kept in memory (about 10-20 KB each)
 
 
 def parse_args(argv=None):
+    from utils.searcher import add_database_args
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", "--model_dir", dest="model_dir", help="a model exported by export_model.py")
     src.add_argument("--pretrained", help="a training checkpoint (best.pdparams), run in Paddle's dynamic graph")
-    p.add_argument("--backend", choices=("paddle", "onnx"), default="paddle", help="for --model-dir (default paddle)")
-    p.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
-    p.add_argument("--data_path", "--data-path", dest="data_path", default=None,
-                   help="image root of the database list (default: the one training used)")
-    p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
-                   help="folder with database.txt (default: the one training used)")
+    add_database_args(p)
     p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
                    help="folder of the database code cache (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0 for all)")

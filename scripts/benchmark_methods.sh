@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Every registered method at 16/32/64 bits on the generated lite data, on one engine, one data pipeline
+# and one metric; prints the methods × bits table (scripts/compare_runs.py, with the chance level of
+# random codes) and draws every run's precision–recall curve into one PNG.
+#   bash scripts/benchmark_methods.sh                                  # lite_single, 8 epochs each
+#   DATASET=lite_multi EPOCHS=12 BITS="32 64" METHODS="orthohash relahash" bash scripts/benchmark_methods.sh
+# Runs go to $OUT/$DATASET/<method>_<bits>/ (train.log there); a finished run (its train.log ends with
+# "done") is kept and not retrained unless FORCE=1. Lite data is random-init AlexNet on 64 px images, so the
+# learning rates are the project's lite ones (tests/helpers.py LITE_LR), not the papers'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DATASET=${DATASET:-lite_single}
+EPOCHS=${EPOCHS:-8}
+BITS=${BITS:-"16 32 64"}
+METHODS=${METHODS:-"hashnet orthohash relahash dpsh csq"}
+OUT=${OUT:-output/benchmark_methods}
+export FLAGS_use_mkldnn=0 PYTHONUNBUFFERED=1
+
+case "$DATASET" in
+  lite_single|lite_multi) "$PY" scripts/make_lite_data.py --kind "${DATASET#lite_}" ;;
+  *) echo "benchmark_methods.sh: DATASET must be lite_single or lite_multi, got '$DATASET'" >&2; exit 2 ;;
+esac
+
+lite_lr() {
+  case "$1" in
+    hashnet) echo "-lr 3e-4 --head-lr-mult 1" ;;
+    orthohash|relahash) echo "-lr 1e-3" ;;
+    dpsh) echo "-lr 3e-5" ;;
+    csq) echo "-lr 1e-3 --backbone-lr-mult 0.1" ;;
+    *) echo "benchmark_methods.sh: no lite learning rate for method '$1'" >&2; return 2 ;;
+  esac
+}
+
+mkdir -p "$OUT/$DATASET"
+runs=()
+start_all=$(date +%s)
+for method in $METHODS; do
+  flags=$(lite_lr "$method")
+  for bit in $BITS; do
+    run="$OUT/$DATASET/${method}_${bit}"
+    runs+=("$run")
+    if grep -qs "done: best" "$run/train.log" && [ -z "${FORCE:-}" ]; then
+      echo "$method $bit bits: kept $run (FORCE=1 retrains)"
+      continue
+    fi
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    if ! "$PY" main_single_gpu.py --method "$method" --bit "$bit" --dataset "$DATASET" --epochs "$EPOCHS" \
+        -bs 16 --num-workers 2 -ee 2 --seed 0 --output "$run" $flags > "$run.log" 2>&1; then
+      echo "benchmark_methods.sh: $method $bit bits failed; last lines of $run.log:" >&2
+      tail -5 "$run.log" >&2
+      exit 1
+    fi
+    mkdir -p "$run" && mv "$run.log" "$run/benchmark.log"
+    echo "$method $bit bits: $(grep -o 'best mAP@[a-z0-9]* [0-9.]*' "$run/benchmark.log" | tail -1) ($(( $(date +%s) - start ))s)"
+  done
+done
+echo
+echo "== $DATASET, $EPOCHS epochs, random-init AlexNet, 64 px ($(( $(date +%s) - start_all ))s)"
+"$PY" scripts/compare_runs.py "${runs[@]}" --plot "$OUT/$DATASET/pr_all.png"
