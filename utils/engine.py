@@ -360,9 +360,11 @@ class Run:
                         loss = criterion(net(img), label, idx)
                         value = float(loss.item())
                         if not math.isfinite(value):
-                            raise UserError(
-                                f"training diverged: loss is {value} at epoch {epoch} step {step}; the last good "
-                                f"checkpoint is {os.path.join(self.out, LAST)} — lower -lr and --resume it")
+                            last = os.path.join(self.out, LAST)
+                            hint = (f"the last good checkpoint is {last} — lower -lr and --resume it"
+                                    if os.path.exists(last) else "no checkpoint was written yet — lower -lr and "
+                                    "start again")
+                            raise UserError(f"training diverged: loss is {value} at epoch {epoch} step {step}; {hint}")
                         loss.backward()
                         optimizer.step()
                         optimizer.clear_grad()
