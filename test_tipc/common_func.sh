@@ -174,3 +174,25 @@ function func_check_mode() {
         exit 2
     fi
 }
+
+# func_load_config USAGE CONFIG MODE (in the scripts, after setting ROOT): check the config file and the
+# mode (usage message and exit 2 otherwise), make FILENAME absolute, set MODE and OUTPUT_ROOT
+# ($TIPC_OUTPUT made absolute, or test_tipc/output) and cd to the repository root. cfg KEY SECTION and
+# cfg_mode KEY SECTION then read FILENAME.
+function func_load_config() {
+    FILENAME=$2
+    MODE=$3
+    if [ -z "$FILENAME" ] || [ ! -f "$FILENAME" ] || [ -z "$MODE" ]; then
+        echo "usage: $1" >&2
+        exit 2
+    fi
+    FILENAME=$(cd "$(dirname "$FILENAME")" && pwd)/$(basename "$FILENAME")
+    func_check_mode "$MODE"
+    OUTPUT_ROOT=test_tipc/output
+    if [ -n "${TIPC_OUTPUT:-}" ]; then
+        mkdir -p "$TIPC_OUTPUT" && OUTPUT_ROOT=$(cd "$TIPC_OUTPUT" && pwd) && TIPC_OUTPUT=$OUTPUT_ROOT
+    fi
+    cd "$ROOT" || exit 1
+}
+function cfg() { func_cfg "$FILENAME" "$1" "$2"; }                     # cfg KEY SECTION
+function cfg_mode() { func_cfg_mode "$FILENAME" "$1" "$2" "$MODE"; }   # cfg_mode KEY SECTION

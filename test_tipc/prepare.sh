@@ -18,23 +18,12 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "${ROOT}/test_tipc/common_func.sh"
 
-FILENAME=$1
-MODE=${2:-lite_train_lite_infer}
-if [ -z "$FILENAME" ] || [ ! -f "$FILENAME" ]; then
-    echo "usage: bash test_tipc/prepare.sh CONFIG MODE   (MODE: ${TIPC_MODES// / | })" >&2
-    exit 2
-fi
-FILENAME=$(cd "$(dirname "$FILENAME")" && pwd)/$(basename "$FILENAME")
-func_check_mode "$MODE"
-if [ -n "${TIPC_OUTPUT:-}" ]; then mkdir -p "$TIPC_OUTPUT" && TIPC_OUTPUT=$(cd "$TIPC_OUTPUT" && pwd); fi
-cd "$ROOT"
+func_load_config "bash test_tipc/prepare.sh CONFIG MODE   (MODE: ${TIPC_MODES// / | })" "${1:-}" "${2:-lite_train_lite_infer}"
 
 # ---- paddle2onnx config: make sure there is a checkpoint to convert
 if [ -n "$(func_section_lines "$FILENAME" paddle2onnx_params)" ]; then
     ckpt=${TIPC_PRETRAINED:-$(func_cfg_mode "$FILENAME" --pretrained paddle2onnx_params "$MODE")}
-    if [ -z "${TIPC_PRETRAINED:-}" ] && [ -n "${TIPC_OUTPUT:-}" ]; then  # follow TIPC_OUTPUT
-        ckpt=${ckpt/#test_tipc\/output\//${TIPC_OUTPUT%/}/}
-    fi
+    [ -z "${TIPC_PRETRAINED:-}" ] && ckpt=${ckpt/#test_tipc\/output\//${OUTPUT_ROOT}/}  # follow TIPC_OUTPUT
     if [ -f "$ckpt" ]; then
         echo "checkpoint ${ckpt} is there"
         exit 0

@@ -26,22 +26,7 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "${ROOT}/test_tipc/common_func.sh"
 
-FILENAME=$1
-MODE=${2:-}
-if [ -z "$FILENAME" ] || [ ! -f "$FILENAME" ] || [ -z "$MODE" ]; then
-    echo "usage: bash test_tipc/test_train_inference_python.sh CONFIG MODE   (MODE: ${TIPC_MODES// / | })" >&2
-    exit 2
-fi
-FILENAME=$(cd "$(dirname "$FILENAME")" && pwd)/$(basename "$FILENAME")
-func_check_mode "$MODE"
-OUTPUT_ROOT=test_tipc/output
-if [ -n "${TIPC_OUTPUT:-}" ]; then
-    mkdir -p "$TIPC_OUTPUT" && OUTPUT_ROOT=$(cd "$TIPC_OUTPUT" && pwd)
-fi
-cd "$ROOT"
-
-function cfg() { func_cfg "$FILENAME" "$1" "$2"; }               # cfg KEY SECTION
-function cfg_mode() { func_cfg_mode "$FILENAME" "$1" "$2" "$MODE"; }
+func_load_config "bash test_tipc/test_train_inference_python.sh CONFIG MODE   (MODE: ${TIPC_MODES// / | })" "${1:-}" "${2:-}"
 
 model_name=$(cfg model_name train_params)
 python=${TIPC_PYTHON:-$(cfg python train_params)}
