@@ -75,7 +75,8 @@ def read_archive(archive):
         for name in BATCHES:
             path = os.path.join(folder, name)
             if not os.path.isfile(path):
-                raise UserError(f"{archive}: batch '{name}' missing (looked for {path}); extract the whole "
+                where = path if folder == archive else f"{archive} and in {folder}"
+                raise UserError(f"{archive}: batch '{name}' missing (looked in {where}); extract the whole "
                                 "cifar-10-python.tar.gz or pass the .tar.gz itself")
             with open(path, "rb") as f:
                 parts.append(_unpickle(f, path))

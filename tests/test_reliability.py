@@ -202,6 +202,29 @@ def test_ctrl_c_saves_resumable_checkpoint(lite_single, tmp_path):
     assert paddle.load(str(out / "last.pdparams"))["epoch"] == 3
 
 
+def test_diverged_weights_are_never_saved_and_never_loaded(lite_single, tmp_path):
+    """-lr 1e9 turns the backbone weights to NaN while the loss can stay finite (relu(nan) = 0 on CPU):
+    the run must stop before it writes such weights, and a NaN checkpoint is refused on load."""
+    out = tmp_path / "o"
+    proc = train(lite_single, out, "-lr", "1e9", "--head-lr-mult", "1", epochs=2)
+    assert_one_line_error(proc, "training diverged")
+    assert "training diverged" in (out / "train.log").read_text()  # the log says why the run stopped
+    for name in ("last.pdparams", "best.pdparams"):
+        if (out / name).exists():
+            assert all(np.isfinite(w).all() for w in weights(out / name).values()), name
+    # a checkpoint with NaN weights (written by an older version, or by hand) is rejected
+    good = tmp_path / "good"
+    train(lite_single, good, check=True)
+    ck = paddle.load(str(good / "last.pdparams"))
+    key = next(iter(ck["model"]))
+    ck["model"][key] = paddle.full_like(ck["model"][key], float("nan"))
+    paddle.save(ck, str(tmp_path / "nan.pdparams"))
+    for cmd in (["main_single_gpu.py", "--resume", tmp_path / "nan.pdparams"],
+                ["main_single_gpu.py", "--eval", "--pretrained", tmp_path / "nan.pdparams"],
+                ["export_model.py", "--pretrained", tmp_path / "nan.pdparams", "--output-dir", tmp_path / "inf"]):
+        assert_one_line_error(run_cli(cmd, check=False), "nan.pdparams", "NaN/inf", key)
+
+
 def test_diverging_loss_stops_with_clear_message(lite_single, tmp_path):
     proc = train(lite_single, tmp_path / "o", "-lr", "1e12", "--head-lr-mult", "10", epochs=2)
     last = assert_one_line_error(proc, "training diverged", "lower -lr")

@@ -74,7 +74,21 @@ def load_checkpoint(path, flag="--pretrained"):
     if ckpt.get("version", 0) > VERSION:
         raise UserError(f"{flag} {path}: checkpoint version {ckpt['version']} is newer than this code "
                         f"understands ({VERSION}); update the project")
+    bad = nonfinite_tensors(ckpt.get("model", {}))
+    if bad:
+        raise UserError(f"{flag} {path}: {len(bad)} weight tensors hold NaN/inf (first: {bad[0]}); the run that "
+                        "wrote it diverged — use an earlier checkpoint or train again with a lower -lr")
     return ckpt
+
+
+def nonfinite_tensors(state):
+    """Names of the floating-point tensors in a state dict (name -> Tensor or array) with a NaN or inf."""
+    bad = []
+    for name, value in state.items():
+        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad.append(name)
+    return bad
 
 
 def restore_rng(ckpt):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from models import METHODS, build_model, load_backbone_weights
 from utils import retrieval
-from utils.checkpoint import load_checkpoint, restore_rng, save_checkpoint, weights_fingerprint
+from utils.checkpoint import load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint, weights_fingerprint
 from utils.code_cache import make_fingerprint, save_codes
 from utils.config import ARCH_KEYS, resolve
 from utils.datasets import PRESETS, ImageListDataset, load_lists, make_loader
@@ -206,6 +206,8 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested:
+            print("\nstopping now without saving; last.pdparams (if any) is from the last completed epoch",
+                  file=sys.stderr, flush=True)
             raise KeyboardInterrupt
         self.requested = True
         print("\nstopping after this batch (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
@@ -325,8 +327,9 @@ class Run:
             restore_rng(ck)
             start_epoch, skip_steps = ck["epoch"] + 1, ck.get("step", 0)
             best_map, best_epoch, history = ck["best_map"], ck.get("best_epoch", 0), list(ck.get("history", []))
-            log.info("resuming at epoch %d%s, best mAP so far %.4f", start_epoch,
-                     f" step {skip_steps}" if skip_steps else "", best_map)
+            log.info("resuming at epoch %d%s, best mAP so far %s", start_epoch,
+                     f" step {skip_steps}" if skip_steps else "",
+                     f"{best_map:.4f} (epoch {best_epoch})" if best_map >= 0 else "none (no evaluation yet)")
         net = model
         if env.distributed:
             net = paddle.DataParallel(model)
@@ -359,23 +362,21 @@ class Run:
                         img, label, idx = kept
                         loss = criterion(net(img), label, idx)
                         value = float(loss.item())
-                        if not math.isfinite(value):
-                            last = os.path.join(self.out, LAST)
-                            hint = (f"the last good checkpoint is {last} — lower -lr and --resume it"
-                                    if os.path.exists(last) else "no checkpoint was written yet — lower -lr and "
-                                    "start again")
-                            raise UserError(f"training diverged: loss is {value} at epoch {epoch} step {step}; {hint}")
+                        if env.any(not math.isfinite(value)):  # every rank stops, not only the one that saw it
+                            self._diverged(f"loss is {value}", epoch, step)
                         loss.backward()
                         optimizer.step()
                         optimizer.clear_grad()
                         losses.append(value)
                         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
                     if env.any(stop.requested):
+                        self._check_weights(epoch, step)
                         if env.is_main:
                             save_last(epoch - 1, step)
                         log.warning("stopped by signal at epoch %d step %d; resume with --resume %s", epoch, step,
                                     os.path.join(self.out, LAST))
                         raise KeyboardInterrupt
+                self._check_weights(epoch, step)  # NaN weights can still give a finite loss (relu(nan) = 0)
                 lr = optimizer.get_lr()
                 scheduler.step()
                 row = {"epoch": epoch, "lr": lr, "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -396,6 +397,21 @@ class Run:
                  "database_code_%d.npy, train.log, train_log.csv, report/)", topk_name(cfg),
                  state["best_map"], state["best_epoch"], os.path.abspath(self.out), cfg["bit"])
         return state
+
+    def _diverged(self, what, epoch, step):
+        """Stop a diverged run: one line on stderr and in train.log, pointing at the last good checkpoint
+        (every checkpoint is written only after its weights were checked to be finite)."""
+        last = os.path.join(self.out, LAST)
+        hint = (f"the last good checkpoint is {last} — lower -lr and --resume it" if os.path.exists(last)
+                else "no checkpoint was written yet — lower -lr and start again")
+        message = f"training diverged: {what} at epoch {epoch} step {step}; {hint}"
+        log.error(message)
+        raise UserError(message)
+
+    def _check_weights(self, epoch, step):
+        bad = nonfinite_tensors(self.model.state_dict())
+        if bad:
+            self._diverged(f"{len(bad)} weight tensors hold NaN/inf (first: {bad[0]})", epoch, step)
 
     def _evaluate_epoch(self, epoch, row, state):
         result = evaluate(self.model, self.data, self.cfg, self.env)
