@@ -125,7 +125,7 @@ def build_tables(runs, mode="paren", digits=4):
             lines.append(f"| {label(row)} | " + " | ".join(vals) + " |")
         return "\n".join(lines)
 
-    what = "mAP@" + topks[0] if not mixed_topk else "mAP@topK (see each row)"
+    what = ("mAP@" + topks[0] if not mixed_topk else "mAP@topK (see each row)") + " at each run's last evaluation"
     parts = []
     if mode == "paren":
         parts.append(f"{what}, tie-aware mAP in parentheses\n")

@@ -240,7 +240,7 @@ def test_compare_runs_table_and_plot(tmp_path):
     png = tmp_path / "pr.png"
     out = run_cli(["scripts/compare_runs.py", tmp_path / "h16", tmp_path / "o32", tmp_path / "o16",
                    "--plot", png]).stdout
-    assert "mAP@1000, tie-aware mAP in parentheses" in out
+    assert "mAP@1000 at each run's last evaluation, tie-aware mAP in parentheses" in out
     assert "| method (dataset) | 16 bits | 32 bits |" in out
     assert "| hashnet (cifar10) | 0.6123 (0.6000) | – |" in out
     assert "| orthohash (cifar10) | 0.7500 (0.7450) | 0.8000 (0.7900) |" in out

@@ -96,9 +96,12 @@ def plot_pr_curves(curves, png, title=None, by_radius=True):
     and recall (dashed) against the radius.
     """
     ncols = 2 if by_radius else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols, 4.6), squeeze=False)
+    many = len(curves) > 6  # legend beside the axes, not over the curves
+    fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols + (3.6 if many else 0), 4.6), squeeze=False)
     ax = axes[0, 0]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(curves) > len(colors):  # one distinct colour per run
+        colors = [plt.get_cmap("tab20")(i % 20) for i in range(len(curves))]
     for i, c in enumerate(curves):
         color = colors[i % len(colors)]
         p, r = _arr(c["precision"]), _arr(c["recall"])
@@ -123,7 +126,10 @@ def plot_pr_curves(curves, png, title=None, by_radius=True):
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title("precision–recall (Hamming ball of radius r)" if by_radius or not title else title)
-    ax.legend(fontsize=8, loc="best")
+    if many and not by_radius:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    else:
+        ax.legend(fontsize=8, loc="best")
     if by_radius:
         ax2 = axes[0, 1]
         ax2.set_xlabel("Hamming radius r (retrieve distance ≤ r)")
