@@ -49,7 +49,7 @@ step "predict.py: the 10 database images closest to datasets/lite_single/$query"
 
 step "done"
 for method in hashnet orthohash; do
-  "$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); print(f\"{m['method']:9s} 64 bits: best mAP@all {m['best_map']:.4f} (epoch {m['best_epoch']})\")" "$OUT/${method}_64/metrics.json"
+  "$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); r=json.load(open(sys.argv[2])); print(f\"{m['method']:9s} 64 bits: best mAP@all {m['best_map']:.4f} (epoch {m['best_epoch']}); random codes {r['map_random_codes']:.4f}\")" "$OUT/${method}_64/metrics.json" "$OUT/${method}_64/report/metrics.json"
 done
 cat <<MSG
 outputs:
