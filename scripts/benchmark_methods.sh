@@ -5,7 +5,8 @@
 #   bash scripts/benchmark_methods.sh                                  # lite_single, 8 epochs each
 #   DATASET=lite_multi EPOCHS=12 BITS="32 64" METHODS="orthohash relahash" bash scripts/benchmark_methods.sh
 # Runs go to $OUT/$DATASET/<method>_<bits>/ (train.log there); a finished run (its train.log ends with
-# "done") is kept and not retrained unless FORCE=1. Lite data is random-init AlexNet on 64 px images, so the
+# "done") is kept and not retrained unless FORCE=1. Finished runs keep best.pdparams but not last.pdparams
+# (KEEP_LAST=1 keeps it). Lite data is random-init AlexNet on 64 px images, so the
 # learning rates are the project's lite ones (tests/helpers.py LITE_LR), not the papers'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,9 @@ for method in $METHODS; do
       exit 1
     fi
     mkdir -p "$run" && mv "$run.log" "$run/benchmark.log"
+    # the table needs metrics.json and report/; last.pdparams (weights + optimizer, ~0.7 GB for AlexNet)
+    # only serves --resume of an unfinished run
+    [ -n "${KEEP_LAST:-}" ] || rm -f "$run/last.pdparams"
     echo "$method $bit bits: $(grep -o 'best mAP@[a-z0-9]* [0-9.]*' "$run/benchmark.log" | tail -1) ($(( $(date +%s) - start ))s)"
   done
 done
