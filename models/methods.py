@@ -3,11 +3,13 @@
 Adding a method = writing a head (models/heads.py), a loss (utils/losses.py) and one `register(...)`
 call here. Everything else — training, evaluation, export, inference, prediction, TIPC — is shared.
 """
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 from models.heads import BatchNormHead, LinearHead
 from utils.codebook import CODEBOOK_METHODS, make_codebook
+from utils.errors import UserError, cli_entry
 from utils.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
 
 
@@ -33,6 +35,9 @@ class Method:
     defaults: dict  # training defaults and option defaults, from the paper / reference code
     options: tuple = field(default_factory=tuple)
     summary: str = ""
+    # flags for training from a random backbone on the generated lite data (the paper's lr assumes
+    # ImageNet weights); used by the tests, scripts/quickstart.sh and scripts/benchmark_methods.sh
+    lite_flags: tuple = ()
 
 
 METHODS = {}
@@ -75,6 +80,7 @@ register(Method(
         Option("alpha", float, "HashNet: scale α of the inner product in the pairwise likelihood"),
         Option("step-continuation", int, "HashNet: epochs per continuation step (tanh scale sqrt(k+1))"),
     ),
+    lite_flags=("-lr", "3e-4", "--head-lr-mult", "1"),
 ))
 
 register(Method(
@@ -88,6 +94,7 @@ register(Method(
                   loss="cos"),
     options=(CODEBOOK_OPTION, MARGIN_OPTION, SCALE_OPTION,
              Option("loss", str, "margin type, cosine 'cos' or angular 'arc'", ("cos", "arc"))),
+    lite_flags=("-lr", "1e-3"),
 ))
 
 register(Method(
@@ -101,6 +108,7 @@ register(Method(
     defaults=dict(optimizer="adam", lr=1e-4, weight_decay=5e-4, epochs=100, batch_size=16, lr_step=None,
                   lr_gamma=0.1, backbone_lr_mult=0.1, head_lr_mult=1.0, codebook="O", margin=0.5, scale=8.0),
     options=(CODEBOOK_OPTION, MARGIN_OPTION, SCALE_OPTION),
+    lite_flags=("-lr", "1e-3"),
 ))
 
 register(Method(
@@ -113,6 +121,7 @@ register(Method(
     defaults=dict(optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=64, lr_step=None,
                   lr_gamma=1.0, backbone_lr_mult=1.0, head_lr_mult=1.0, quant_weight=0.1),
     options=(QUANT_OPTION,),
+    lite_flags=("-lr", "3e-5"),
 ))
 
 register(Method(
@@ -126,4 +135,16 @@ register(Method(
     defaults=dict(optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=90, batch_size=64, lr_step=10,
                   lr_gamma=0.7, backbone_lr_mult=0.01, head_lr_mult=1.0, codebook="H", quant_weight=0.05),
     options=(CODEBOOK_OPTION, QUANT_OPTION),
+    lite_flags=("-lr", "1e-3", "--backbone-lr-mult", "0.1"),
 ))
+
+
+
+@cli_entry
+def print_lite_flags(argv=None):
+    """For the shell scripts: `python -c 'from models.methods import print_lite_flags; print_lite_flags()'
+    METHOD` prints the method's lite flags (a one-line error for an unknown method)."""
+    name = (sys.argv[1:] if argv is None else argv)[0]
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; registered: {', '.join(METHODS)}")
+    print(" ".join(METHODS[name].lite_flags))

@@ -7,7 +7,7 @@
 # Runs go to $OUT/$DATASET/<method>_<bits>/ (train.log there); a finished run (its train.log ends with
 # "done") is kept and not retrained unless FORCE=1. Finished runs keep best.pdparams but not last.pdparams
 # (KEEP_LAST=1 keeps it). Lite data is random-init AlexNet on 64 px images, so the
-# learning rates are the project's lite ones (tests/helpers.py LITE_LR), not the papers'.
+# learning rates are each method's lite_flags (models/methods.py), not the papers'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,21 +23,15 @@ case "$DATASET" in
   *) echo "benchmark_methods.sh: DATASET must be lite_single or lite_multi, got '$DATASET'" >&2; exit 2 ;;
 esac
 
-lite_lr() {
-  case "$1" in
-    hashnet) echo "-lr 3e-4 --head-lr-mult 1" ;;
-    orthohash|relahash) echo "-lr 1e-3" ;;
-    dpsh) echo "-lr 3e-5" ;;
-    csq) echo "-lr 1e-3 --backbone-lr-mult 0.1" ;;
-    *) echo "benchmark_methods.sh: no lite learning rate for method '$1'" >&2; return 2 ;;
-  esac
+lite_flags() {  # a method's learning rates for random-init training on lite data (models/methods.py)
+  "$PY" -W ignore -c 'from models.methods import print_lite_flags; print_lite_flags()' "$1"
 }
 
 mkdir -p "$OUT/$DATASET"
 runs=()
 start_all=$(date +%s)
 for method in $METHODS; do
-  flags=$(lite_lr "$method")
+  flags=$(lite_flags "$method")
   for bit in $BITS; do
     run="$OUT/$DATASET/${method}_${bit}"
     runs+=("$run")

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+from models.methods import METHODS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,10 +19,9 @@ def run_cli(args, timeout=600, env=None, check=True, cwd=ROOT):
     return proc
 
 
-# Learning rates for random-init training on lite data (the papers' assume an ImageNet backbone);
-# the same values as scripts/quickstart.sh, scripts/benchmark_methods.sh and the TIPC configs.
-LITE_LR = {"hashnet": ["-lr", "3e-4", "--head-lr-mult", "1"], "orthohash": ["-lr", "1e-3"],
-           "relahash": ["-lr", "1e-3"], "dpsh": ["-lr", "3e-5"], "csq": ["-lr", "1e-3", "--backbone-lr-mult", "0.1"]}
+# Learning rates for random-init training on lite data, from the method registry (the TIPC configs
+# carry their own copy, as their format requires).
+LITE_LR = {name: list(m.lite_flags) for name, m in METHODS.items() if m.lite_flags}
 
 
 def lite_flags(data, method, out, epochs=1, bit=16, extra=()):
