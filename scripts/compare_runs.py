@@ -104,7 +104,7 @@ def build_tables(runs, mode="paren", digits=4):
         chance = _report_value(run_dir, "map_random_codes")
         if chance is not None:
             rrow = (row[0], "random codes", row[2])
-            cells.setdefault((rrow, b), (run_dir, {"map": chance, "map_tie_aware": chance}))
+            cells.setdefault((rrow, b), (run_dir, {"map": chance, "map_tie_aware": None}))  # not computed
             if rrow not in row_keys:
                 row_keys.append(rrow)
     row_keys.sort(key=lambda r: (r[0], r[1] == "random codes", r[1], r[2]))  # chance last in its data set

@@ -85,7 +85,7 @@ def nonfinite_tensors(state):
     """Names of the floating-point tensors in a state dict (name -> Tensor or array) with a NaN or inf."""
     bad = []
     for name, value in state.items():
-        arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        arr = _to_numpy(value)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad.append(name)
     return bad
