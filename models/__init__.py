@@ -1,8 +1,9 @@
 """Models: backbones, hash heads, and the method registry. `build_model(cfg)` rebuilds a model from
 the configuration stored in every checkpoint."""
-from models.backbones import BACKBONES, build_backbone, load_backbone_weights
+from models.backbones import BACKBONES, build_backbone
 from models.heads import HashModel
 from models.methods import METHODS, register
+from models.weights import load_backbone_weights
 
 
 def build_model(cfg):

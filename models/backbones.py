@@ -1,12 +1,11 @@
-"""Backbones: image → flat feature vector. Each has `out_dim` and `load_pretrained(path)`.
+"""Backbones: image → flat feature vector. Each has `out_dim`; `build_backbone(name)` sets `arch`.
 
-AlexNet follows torchvision's layout (`features` / `avgpool` / `classifier`) so converted ImageNet
-weights load by name; VGG-16 follows `paddle.vision.models.vgg16`'s names and ResNets wrap
-`paddle.vision.models.resnet*`, so Paddle's own ImageNet `.pdparams` files load as they are. The last
-ImageNet classification layer is dropped: the hash head takes its place.
+AlexNet follows torchvision's layout (`features` / `avgpool` / `classifier`), VGG-16 follows
+`paddle.vision.models.vgg16`'s names (the same as torchvision's) and ResNets wrap
+`paddle.vision.models.resnet*`. ImageNet weights from torchvision, paddle.vision, PaddleClas or
+safetensors files are mapped onto them by `models/weights.py`. The last ImageNet classification layer
+is dropped: the hash head takes its place.
 """
-import os
-
 import paddle
 import paddle.nn as nn
 
@@ -102,40 +101,6 @@ BACKBONES = {
 def build_backbone(name):
     if name not in BACKBONES:
         raise UserError(f"--backbone {name}: unknown backbone; choose one of {', '.join(BACKBONES)}")
-    return BACKBONES[name]()
-
-
-def load_backbone_weights(backbone, path, flag="--backbone-weights"):
-    """Load ImageNet weights from a local Paddle state-dict file into `backbone`.
-
-    Keys are matched by name (a leading `net.` is added for the ResNet wrapper); keys of the dropped
-    ImageNet classifier and anything absent from the backbone are ignored and reported. Nothing is
-    downloaded: a missing file is a clear error.
-    """
-    if not os.path.isfile(path):
-        raise UserError(
-            f"{flag} {path}: file not found. Nothing is downloaded at run time: get ImageNet weights "
-            "for this backbone as a Paddle .pdparams file (e.g. from the PaddleClas/paddle.vision model zoo on a "
-            "machine with internet, or convert torchvision weights with scripts/convert_torchvision_weights.py) "
-            "and pass its local path")
-    try:
-        state = paddle.load(path)
-    except Exception as exc:  # a corrupt or foreign file: say so in one line
-        raise UserError(f"{flag} {path}: not a Paddle weights file ({type(exc).__name__}: {exc})")
-    if not isinstance(state, dict):
-        raise UserError(f"{flag} {path}: expected a state dict, found {type(state).__name__}")
-    own = backbone.state_dict()
-    prefix = "net." if isinstance(backbone, ResNet) else ""
-    matched, skipped = {}, []
-    for key, value in state.items():
-        name = prefix + key
-        if name in own and list(own[name].shape) == list(value.shape):
-            matched[name] = value
-        else:
-            skipped.append(key)
-    missing = [k for k in own if k not in matched]
-    if not matched:
-        raise UserError(f"{flag} {path}: no parameter matches this backbone by name and shape; "
-                        "is it the right backbone?")
-    backbone.set_state_dict(matched)
-    return {"loaded": len(matched), "skipped": skipped, "missing": missing}
+    net = BACKBONES[name]()
+    net.arch = name  # the weight loader (models/weights.py) picks the source layouts by it
+    return net

@@ -16,7 +16,7 @@ from utils.errors import UserError
 ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
-            "allow_absolute_paths")
+            "allow_absolute_paths", "allow_partial_weights")
 # Training keys every method has; their defaults come from the method.
 METHOD_DEFAULT_KEYS = ("optimizer", "lr", "weight_decay", "epochs", "batch_size", "lr_step", "lr_gamma",
                        "backbone_lr_mult", "head_lr_mult")
@@ -39,7 +39,10 @@ def build_parser(description):
     _flag(g, "--bit", type=int, default=None, help="code length in bits (default 64)")
     _flag(g, "--backbone", choices=sorted(BACKBONES), default=None, help="backbone network (default alexnet)")
     _flag(g, "--backbone-weights", default=None,
-          help="local ImageNet weights (.pdparams) for the backbone; nothing is downloaded")
+          help="local ImageNet weights for the backbone: torchvision .pth/.pt, Paddle/PaddleClas .pdparams or "
+               ".safetensors (README 'Pretrained weights'); nothing is downloaded")
+    _flag(g, "--allow-partial-weights", action="store_true",
+          help="load --backbone-weights even when some backbone parameters are not in the file (they stay random)")
     g = p.add_argument_group("data")
     _flag(g, "--dataset", choices=sorted(PRESETS), default=None,
           help="data set preset: label width and default topK (default coco)")

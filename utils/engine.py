@@ -244,9 +244,9 @@ class Run:
             self.model.set_state_dict(self.ckpt["model"])
             log.info("loaded weights from %s (epoch %d)", ckpt_path, self.ckpt["epoch"])
         elif cfg.get("backbone_weights"):
-            info = load_backbone_weights(self.model.backbone, cfg["backbone_weights"])
-            log.info("backbone weights from %s: %d tensors loaded, %d skipped", cfg["backbone_weights"],
-                     info["loaded"], len(info["skipped"]))
+            info = load_backbone_weights(self.model.backbone, cfg["backbone_weights"],
+                                         allow_partial=bool(cfg.get("allow_partial_weights")))
+            (log.warning if info["missing"] else log.info)("backbone weights: %s", info["summary"])
         else:
             log.warning("training %s from random initialisation (no --backbone-weights); fine for lite data, "
                         "use ImageNet weights for real data sets", cfg["backbone"])
