@@ -5,14 +5,14 @@
 # Settings can be changed through the environment: EPOCHS=8 OUT=output/quickstart bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/_python.sh  # sets PY: $PYTHON or python3, or the project .venv when that is externally managed
 EPOCHS=${EPOCHS:-8}
 OUT=${OUT:-output/quickstart}
 export FLAGS_use_mkldnn=0 PYTHONUNBUFFERED=1
 
 step() { printf '\n===== %s\n' "$*"; }
 
-if ! "$PY" -c "import paddle, paddle2onnx, onnxruntime, onnx, numba, tqdm, yaml, matplotlib, PIL" 2>/dev/null; then
+if ! "$PY" -c "import paddle, paddle2onnx, onnxruntime, onnx, numba, tqdm, yaml, matplotlib, PIL, safetensors" 2>/dev/null; then
   step "installing requirements (requirements.txt, pinned by constraints.txt)"
   "$PY" -m pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
 fi

@@ -5,7 +5,7 @@
 #   SKIP_INSTALL=1 bash scripts/run_tests.sh -k retrieval   # extra args go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/_python.sh  # sets PY: $PYTHON or python3, or the project .venv when that is externally managed
 if [ -z "${SKIP_INSTALL:-}" ]; then
   "$PY" -m pip install --disable-pip-version-check -q -r requirements-test.txt -c constraints.txt
   bash scripts/install_browser.sh || echo "run_tests.sh: browser install failed; the page test will skip" >&2
