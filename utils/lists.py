@@ -52,8 +52,9 @@ def _check_path(path, list_file, lineno, allow_absolute):
 def read_list(list_file, num_labels=None, allow_absolute=False):
     """Parse and validate a list file. `num_labels=None` takes the width from the first line."""
     if not os.path.isfile(list_file):
-        raise UserError(f"{list_file}: list file not found; build it with scripts/make_lite_data.py, "
-                        "scripts/build_coco_lists.py or scripts/build_cifar10_lists.py, or fix --list-dir")
+        raise UserError(f"{list_file}: list file not found; build it with scripts/build_lists.py (your images), "
+                        "scripts/make_lite_data.py, scripts/build_coco_lists.py or scripts/build_cifar10_lists.py, "
+                        "or fix --list-dir")
     try:
         with open(list_file, encoding="utf-8") as f:
             text = f.read()

@@ -1,0 +1,467 @@
+"""scripts/build_lists.py: lists for your own images from class folders or a CSV (no Paddle needed).
+
+Tiny images are drawn in tmp_path; the script runs as a subprocess (exit status, one-line errors) and its
+functions are called directly.
+"""
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from utils.errors import UserError
+from utils.lists import read_list
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "build_lists.py")
+SPLITS = ("train", "database", "test")
+OUTPUTS = ("train.txt", "database.txt", "test.txt", "classes.txt")
+
+_spec = importlib.util.spec_from_file_location("build_lists", SCRIPT)
+bl = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bl)
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=120)
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr + r.stdout
+    return r
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+    return r.stderr
+
+
+def save_image(path, seed, fmt=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
+
+
+def make_folders(base, sizes, extras=True):
+    """base/<class>/... with sizes[class] images: mixed case extensions, nested sub-folders."""
+    exts = (".jpg", ".PNG", ".jpeg", ".Bmp", ".webp", ".tif", ".gif", ".ppm")
+    n = 0
+    for cls, count in sizes.items():
+        for i in range(count):
+            sub = ("deep", "er") if i % 4 == 1 else ("sub",) if i % 4 == 2 else ()
+            save_image(os.path.join(base, cls, *sub, f"img{i:03d}{exts[i % len(exts)]}"), n)
+            n += 1
+    if extras:
+        (open(os.path.join(base, list(sizes)[0], "notes.txt"), "w")).write("not an image")
+        (open(os.path.join(base, list(sizes)[-1], "sub", "meta.json"), "w")).write("{}")
+        (open(os.path.join(base, "README.md"), "w")).write("top-level file, not in a class")
+        (open(os.path.join(base, list(sizes)[0], "._img000.jpg"), "wb")).write(b"\0AppleDouble")
+    return str(base)
+
+
+def lists(out):
+    return {name: read_list(os.path.join(out, f"{name}.txt")) for name in SPLITS}
+
+
+def classes_of(out):
+    with open(os.path.join(out, "classes.txt"), encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def per_class(out):
+    """{split: {class: count}} from the written files."""
+    names = classes_of(out)
+    return {s: dict(zip(names, lst.labels.sum(0).tolist())) for s, lst in lists(out).items()}
+
+
+def digests(out):
+    return {name: hashlib.sha256(open(os.path.join(out, name), "rb").read()).hexdigest() for name in OUTPUTS}
+
+
+SIZES = {"cat": 20, "dog": 10, "owl": 7}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return make_folders(tmp_path_factory.mktemp("folders") / "photos", SIZES)
+
+
+# ------------------------------------------------------------------------- class folders: counts
+
+def test_folder_defaults_exact_counts(folders, tmp_path):
+    out = tmp_path / "lists"
+    r = ok(run("--images", folders, "--out", out))
+    # 10% queries (rounded, ≥ 1), training = 50% of the rest, drawn from the database
+    assert per_class(out) == {"test": {"cat": 2, "dog": 1, "owl": 1},
+                              "database": {"cat": 18, "dog": 9, "owl": 6},
+                              "train": {"cat": 9, "dog": 5, "owl": 3}}
+    assert classes_of(out) == ["cat", "dog", "owl"]
+    ls = lists(out)
+    assert all(lst.num_labels == 3 and (lst.labels.sum(1) == 1).all() for lst in ls.values())  # one-hot
+    test, db, train = (set(ls[n].paths) for n in ("test", "database", "train"))
+    assert not test & db and train <= db and len(test | db) == 37
+    for lst in ls.values():
+        assert lst.paths == sorted(lst.paths)
+        for path, row in zip(lst.paths, lst.labels):
+            assert os.path.isfile(os.path.join(folders, path))  # relative to --images
+            assert classes_of(out)[int(row.argmax())] == path.split("/")[0]
+    assert any("/deep/er/" in p for p in db | test) and any(p.endswith(".PNG") for p in db | test)
+    assert "ignored 2 non-image files" in r.stdout and "1 file directly in" in r.stdout and "1 hidden entry" in r.stdout
+    assert "--query-fraction 0.1 (default) and --train-fraction 0.5 (default)" in r.stdout
+    table = r.stdout.split("class ", 1)[1]
+    assert [ln.split() for ln in table.splitlines() if ln.startswith(("cat", "dog", "owl", "total"))] == [
+        ["cat", "9", "18", "2", "20"], ["dog", "5", "9", "1", "10"], ["owl", "3", "6", "1", "7"],
+        ["total", "(images)", "17", "33", "4", "37"]]
+    assert f"--dataset custom --data-path {folders} --list-dir {out}" in r.stdout
+
+
+def test_folder_per_class_and_excluded_train(folders, tmp_path):
+    out = tmp_path / "ex"
+    ok(run("--images", folders, "--out", out, "--query-per-class", 2, "--train-per-class", 3,
+           "--database-excludes-train"))
+    assert per_class(out) == {"test": {"cat": 2, "dog": 2, "owl": 2}, "train": {"cat": 3, "dog": 3, "owl": 3},
+                              "database": {"cat": 15, "dog": 5, "owl": 2}}
+    ls = lists(out)
+    test, db, train = (set(ls[n].paths) for n in ("test", "database", "train"))
+    assert not test & db and not test & train and not train & db and len(test | db | train) == 37
+
+    out2 = tmp_path / "in"
+    ok(run("--images", folders, "--out", out2, "--query-per-class", 2, "--train-per-class", 3))
+    c = per_class(out2)
+    assert c["database"] == {"cat": 18, "dog": 8, "owl": 5} and c["train"] == {"cat": 3, "dog": 3, "owl": 3}
+    ls2 = lists(out2)
+    assert set(ls2["train"].paths) <= set(ls2["database"].paths)
+    assert ls2["test"].paths == ls["test"].paths  # same seed: the same queries in both protocols
+
+
+def test_fraction_flags(folders, tmp_path):
+    out = tmp_path / "f"
+    r = ok(run("--images", folders, "--out", out, "--query-fraction", 0.25, "--train-fraction", 1))
+    c = per_class(out)
+    assert c["test"] == {"cat": 5, "dog": 3, "owl": 2}  # round(0.25 n): 5, 2.5 -> 3, 1.75 -> 2
+    assert c["train"] == c["database"] == {"cat": 15, "dog": 7, "owl": 5}
+    assert "--query-fraction 0.25 and --train-fraction 1.0;" in r.stdout
+
+
+def test_deterministic_and_seeded(folders, tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    ok(run("--images", folders, "--out", a, "--seed", 3))
+    ok(run("--images", folders, "--out", b, "--seed", 3, cwd=tmp_path))  # another cwd, another process
+    assert digests(a) == digests(b)
+    ok(run("--images", folders, "--out", c, "--seed", 4))
+    assert digests(c)["test.txt"] != digests(a)["test.txt"]
+    assert digests(c)["classes.txt"] == digests(a)["classes.txt"]
+    assert per_class(c) == per_class(a)  # the counts do not depend on the seed
+
+
+def test_rerun_is_noop_and_force(folders, tmp_path):
+    out = tmp_path / "l"
+    ok(run("--images", folders, "--out", out))
+    before = {n: os.stat(out / n).st_mtime_ns for n in OUTPUTS}
+    r = ok(run("--images", folders, "--out", out))
+    assert "unchanged" in r.stdout
+    assert {n: os.stat(out / n).st_mtime_ns for n in OUTPUTS} == before
+    old = digests(out)
+    err = one_line_error(run("--images", folders, "--out", out, "--seed", 1), str(out), "--force", "test.txt")
+    assert "classes.txt" not in err  # it is the same
+    assert digests(out) == old  # nothing was touched
+    r = ok(run("--images", folders, "--out", out, "--seed", 1, "--force"))
+    assert "overwrote" in r.stdout and digests(out)["test.txt"] != old["test.txt"]
+    ok(run("--images", folders, "--out", out, "--seed", 1))  # now identical again: no --force needed
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_out_inside_images_is_skipped(tmp_path):
+    base = make_folders(tmp_path / "p", {"a": 3, "b": 3}, extras=False)
+    out = os.path.join(base, "lists")
+    ok(run("--images", base, "--out", out, "--query-per-class", 1, "--train-per-class", 1))
+    r = ok(run("--images", base, "--out", out, "--query-per-class", 1, "--train-per-class", 1))
+    assert "unchanged" in r.stdout and "2 class folders" in r.stdout and classes_of(out) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------------- CSV, multi-label
+
+def make_csv(base, rows, header="path,labels", name="labels.csv", images=True):
+    os.makedirs(base, exist_ok=True)
+    if images:
+        for i, (path, _) in enumerate(rows):
+            save_image(os.path.join(base, path), 1000 + i)
+    text = header + "\n" + "".join(f"{p},{t}\n" for p, t in rows)
+    with open(os.path.join(base, name), "w", encoding="utf-8") as f:
+        f.write(text)
+    return os.path.join(base, name)
+
+
+def multi_rows():
+    rows = [(f"img/a{i:02d}.jpg", "apple") for i in range(10)]
+    rows += [(f"img/b{i:02d}.png", "banana") for i in range(10)]
+    rows += [(f"img/ab{i:02d}.jpg", "banana|apple") for i in range(5)]
+    rows += [(f"img/r{i}.jpg", "cherry|apple") for i in range(4)]  # cherry: rare, always with apple
+    return rows
+
+
+def test_csv_multilabel_round_trip_and_quotas(tmp_path):
+    rows = multi_rows()
+    csv_file = make_csv(str(tmp_path / "data"), rows)
+    out = tmp_path / "l"
+    r = ok(run("--csv", csv_file, "--out", out, "--query-per-class", 1, "--train-per-class", 2))
+    assert classes_of(out) == ["apple", "banana", "cherry"]
+    tags = dict(rows)
+    ls = lists(out)
+    for lst in ls.values():
+        for path, row in zip(lst.paths, lst.labels):  # labels are exactly the row's tags
+            assert {classes_of(out)[j] for j in np.flatnonzero(row)} == set(tags[path].split("|"))
+    test, db, train = (set(ls[n].paths) for n in ("test", "database", "train"))
+    assert not test & db and train <= db and test | db == set(tags)
+    # soft quotas: each class gets exactly its quota here (images whose other labels are full are avoided)
+    c = per_class(out)
+    assert c["test"] == {"apple": 1, "banana": 1, "cherry": 1}
+    assert c["train"] == {"apple": 2, "banana": 2, "cherry": 2}
+    assert c["database"] == {"apple": 18, "banana": 14, "cherry": 3}
+    assert "multi-label" in r.stdout and "greedy per-label quotas" in r.stdout
+
+
+def test_csv_options_root_and_fractions(tmp_path):
+    images = tmp_path / "pics"
+    rows = [(f"x{i}.jpg", "red" if i % 2 else "blue;green") for i in range(12)]
+    for i, (p, _) in enumerate(rows):
+        save_image(str(images / p), i)
+    csv_file = tmp_path / "meta" / "table.tsv"
+    csv_file.parent.mkdir()
+    csv_file.write_text("id\tfile\ttags\n" + "".join(f"{i}\t{p}\t{t}\n" for i, (p, t) in enumerate(rows)))
+    out = tmp_path / "l"
+    ok(run("--csv", csv_file, "--root", images, "--delimiter", "tab", "--path-column", "file",
+           "--label-column", "tags", "--label-separator", ";", "--out", out, "--query-fraction", 0.2))
+    assert classes_of(out) == ["blue", "green", "red"]
+    c = per_class(out)
+    assert c["test"] == {"blue": 1, "green": 1, "red": 1}  # round(0.2 × 6) = 1 each
+    assert c["train"] == {"blue": 3, "green": 3, "red": 3}  # round(0.5 × 5) = 3
+    ls = lists(out)
+    assert set(ls["test"].paths) | set(ls["database"].paths) == {p for p, _ in rows}  # relative to --root
+
+
+def test_csv_paths_normalised_and_absolute_inside_root(tmp_path):
+    base = tmp_path / "d"
+    rows = [(f"./s/{i}.jpg", "k") for i in range(3)] + [(f"s/{i}.jpg", "m") for i in range(3, 6)]
+    csv_file = make_csv(str(base), rows)
+    with open(csv_file, "a") as f:  # an absolute path inside --root is made relative
+        save_image(str(base / "s" / "9.jpg"), 9)
+        f.write(f"{base / 's' / '9.jpg'},m\n")
+    out = tmp_path / "l"
+    ok(run("--csv", csv_file, "--out", out, "--query-per-class", 1, "--train-per-class", 1))
+    paths = set().union(*(lst.paths for lst in lists(out).values()))
+    assert paths == {"s/0.jpg", "s/1.jpg", "s/2.jpg", "s/3.jpg", "s/4.jpg", "s/5.jpg", "s/9.jpg"}
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+def test_empty_and_no_images(tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(run("--images", tmp_path / "empty", "--out", tmp_path / "l"), "no class folders", "empty")
+    (tmp_path / "docs" / "a").mkdir(parents=True)
+    (tmp_path / "docs" / "a" / "x.txt").write_text("x")
+    one_line_error(run("--images", tmp_path / "docs", "--out", tmp_path / "l"), "no images found",
+                   "ignored 1 non-image file")
+    one_line_error(run("--images", tmp_path / "nowhere", "--out", tmp_path / "l"), "nowhere", "not found")
+    csv_file = tmp_path / "h.csv"
+    csv_file.write_text("path,labels\n\n")
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "h.csv", "no rows")
+    (tmp_path / "e.csv").write_text("")
+    one_line_error(run("--csv", tmp_path / "e.csv", "--out", tmp_path / "l"), "e.csv", "empty")
+    assert not (tmp_path / "l").exists()
+
+
+def test_class_too_small(tmp_path, folders):
+    one_line_error(run("--images", folders, "--out", tmp_path / "l", "--query-per-class", 5, "--train-per-class", 3),
+                   "class 'owl' has 7 images", "--query-per-class 5 and --train-per-class 3", "at least 8",
+                   "--drop-small-classes")
+    one_line_error(run("--images", folders, "--out", tmp_path / "l", "--query-per-class", 5, "--train-per-class", 2,
+                       "--database-excludes-train"), "class 'owl' has 7 images", "at least 8")
+    r = ok(run("--images", folders, "--out", tmp_path / "l", "--query-per-class", 5, "--train-per-class", 3,
+               "--drop-small-classes"))
+    assert "left out 1 class" in r.stdout and "owl (7)" in r.stdout
+    assert classes_of(tmp_path / "l") == ["cat", "dog"]
+    assert per_class(tmp_path / "l")["test"] == {"cat": 5, "dog": 5}
+    assert not any(p.startswith("owl/") for lst in lists(tmp_path / "l").values() for p in lst.paths)
+
+
+def test_tag_unseen_in_training(tmp_path):
+    rows = [(f"i{i}.jpg", "common") for i in range(10)] + [("once.jpg", "common|unicorn")]
+    csv_file = make_csv(str(tmp_path / "d"), rows)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "tag 'unicorn' has 1 image", "at least 2")
+    r = ok(run("--csv", csv_file, "--out", tmp_path / "l", "--drop-small-classes"))
+    assert "unicorn (1)" in r.stdout and "0 images left without a tag" in r.stdout
+    assert classes_of(tmp_path / "l") == ["common"]
+    assert sum(len(lists(tmp_path / "l")[n]) for n in ("test", "database")) == 11  # once.jpg kept as 'common'
+
+
+def test_bad_images_error_and_skip(tmp_path):
+    base = make_folders(tmp_path / "p", {"a": 6, "b": 6}, extras=False)
+    with open(os.path.join(base, "a", "broken.jpg"), "wb") as f:
+        f.write(b"this is not a jpeg")
+    good = os.path.join(tmp_path, "big.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good, quality=95)
+    data = open(good, "rb").read()
+    with open(os.path.join(base, "b", "truncated.jpg"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    err = one_line_error(run("--images", base, "--out", tmp_path / "l"), "broken.jpg", "not a readable image",
+                         "--skip-bad-images", "2 such files")
+    assert os.path.join(base, "a") in err
+    r = ok(run("--images", base, "--out", tmp_path / "l", "--skip-bad-images"))
+    assert "skipped 2 bad images" in r.stdout and "broken.jpg" in r.stdout and "truncated.jpg" in r.stdout
+    c = per_class(tmp_path / "l")
+    assert {k: c["test"][k] + c["database"][k] for k in "ab"} == {"a": 6, "b": 6}
+
+
+def test_check_image_direct(tmp_path):
+    save_image(str(tmp_path / "fine.png"), 0)
+    assert bl.check_image(str(tmp_path / "fine.png")) is None
+    (tmp_path / "x.gif").write_bytes(b"GIF89a garbage")
+    assert bl.check_image(str(tmp_path / "x.gif")).startswith("not a readable image")
+    assert bl.check_image(str(tmp_path / "missing.jpg")) == "file not found"
+
+
+def test_whitespace_paths(tmp_path):
+    base = make_folders(tmp_path / "p", {"a": 4, "b": 4}, extras=False)
+    save_image(os.path.join(base, "a", "my photo.jpg"), 77)
+    one_line_error(run("--images", base, "--out", tmp_path / "l"), "my photo.jpg", "whitespace", "--skip-bad-images")
+    r = ok(run("--images", base, "--out", tmp_path / "l", "--skip-bad-images"))
+    assert "skipped 1 bad image" in r.stdout and "my photo.jpg" in r.stdout
+    assert sum(len(lists(tmp_path / "l")[n]) for n in ("test", "database")) == 8
+    # CSV: the message names the CSV line
+    csv_file = make_csv(str(tmp_path / "c"), [("x 1.jpg", "k"), ("y.jpg", "k"), ("z.jpg", "k")])
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l2"), f"{csv_file}:2", "x 1.jpg", "whitespace")
+
+
+def test_csv_errors(tmp_path):
+    base = str(tmp_path / "d")
+    rows = [(f"i{i}.jpg", "k") for i in range(4)]
+    csv_file = make_csv(base, rows + [("i1.jpg", "m")])
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), f"{csv_file}:6", "'i1.jpg'", "line 3")
+    csv_file = make_csv(base, rows + [("./i2.jpg", "m")], name="dup2.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "dup2.csv:6", "'i2.jpg'", "line 4")
+    csv_file = make_csv(base, rows[:2] + [("i3.jpg", "")] + rows[3:], name="nolab.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "nolab.csv:4", "no labels", "i3.jpg")
+    csv_file = make_csv(base, [(p, "| |") for p, _ in rows], name="seps.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "seps.csv:2", "no labels")
+    csv_file = make_csv(base, rows, header="file,labels", name="cols.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "no column 'path'", "--path-column",
+                   "'file', 'labels'")
+    csv_file = make_csv(base, rows, header="path;labels", name="semi.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "no column 'path'", "--delimiter")
+    csv_file = make_csv(base, rows + [("gone.jpg", "k")], name="missing.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l"), "missing.csv:6",
+                   "'gone.jpg' not found under --root")
+    r = ok(run("--csv", csv_file, "--out", tmp_path / "l", "--skip-bad-images"))
+    assert "skipped 1 bad image" in r.stdout and "gone.jpg" in r.stdout
+    csv_file = make_csv(base, rows + [("../outside.jpg", "k")], name="escape.csv", images=False)
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "l2"), "escape.csv:6", "outside --root")
+    one_line_error(run("--csv", tmp_path / "none.csv", "--out", tmp_path / "l2"), "none.csv", "not found")
+    one_line_error(run("--csv", os.path.join(base, "labels.csv"), "--root", tmp_path / "nodir"), "--root", "nodir")
+
+
+def test_read_csv_direct(tmp_path):
+    csv_file = make_csv(str(tmp_path), [("b.jpg", "z|y|y"), ("a.jpg", " x ")], images=False)
+    root, items = bl.read_csv(csv_file)
+    assert root == str(tmp_path)
+    assert [(it.path, it.tags, it.where) for it in items] == [("a.jpg", ("x",), f"{csv_file}:3"),
+                                                               ("b.jpg", ("y", "z"), f"{csv_file}:2")]
+    with pytest.raises(UserError, match="no column 'tags'.*'path', 'labels'"):
+        bl.read_csv(csv_file, label_column="tags")
+    with pytest.raises(UserError, match="one character"):
+        bl.read_csv(csv_file, delimiter=";;")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (("--images", "A", "--csv", "B"), ("--images and --csv are mutually exclusive",)),
+    ((), ("--images DIR", "--csv FILE")),
+    (("--images", "A", "--query-per-class", 2, "--query-fraction", 0.1), ("--query-per-class and --query-fraction",)),
+    (("--images", "A", "--train-per-class", 2, "--train-fraction", 0.1), ("--train-per-class and --train-fraction",)),
+    (("--images", "A", "--root", "B"), ("--root", "--csv only")),
+    (("--images", "A", "--delimiter", ";", "--label-column", "t"), ("--delimiter, --label-column", "--csv only")),
+    (("--images", "A", "--query-fraction", 1), ("--query-fraction", "got 1.0")),
+    (("--images", "A", "--train-fraction", 0), ("--train-fraction", "got 0.0")),
+    (("--images", "A", "--train-fraction", 1, "--database-excludes-train"), ("--train-fraction", "below 1")),
+    (("--images", "A", "--query-per-class", 0), ("--query-per-class must be at least 1",)),
+    (("--images", "A", "--seed", -1), ("--seed",)),
+])
+def test_flag_errors(tmp_path, args, needles):
+    one_line_error(run(*args, "--out", tmp_path / "l"), *needles)
+
+
+def test_out_is_a_file(folders, tmp_path):
+    (tmp_path / "f").write_text("x")
+    one_line_error(run("--images", folders, "--out", tmp_path / "f"), "--out", "not a directory")
+
+
+# ------------------------------------------------------------------------------- functions directly
+
+def test_split_direct_single_and_exact():
+    labels = np.eye(3, dtype=np.uint8)[[0] * 30 + [1] * 12 + [2] * 5]
+    plan = bl.Plan(query_per_class=2, train_fraction=0.5)
+    test, train, db = bl.split(labels, plan, seed=5)
+    assert labels[test].sum(0).tolist() == [2, 2, 2]
+    assert labels[train].sum(0).tolist() == [14, 5, 2]  # round(0.5 × 28), round(0.5 × 10), round(0.5 × 3)
+    assert labels[db].sum(0).tolist() == [28, 10, 3]
+    assert set(train) <= set(db) and not set(test) & set(db)
+    again = bl.split(labels, plan, seed=5)
+    assert all((a == b).all() for a, b in zip(again, (test, train, db)))
+    other = bl.split(labels, plan, seed=6)
+    assert not (other[0] == test).all()
+    with pytest.raises(UserError, match=r"class 'c' has 5 images.*at least 7"):
+        bl.split(labels, bl.Plan(query_per_class=3, train_per_class=3, excludes_train=True), 0, ["a", "b", "c"])
+
+
+def test_split_direct_multilabel_caps():
+    # 'rare' (3 images) always co-occurs with 'big'; 'big' must not take rare's last database image as a query
+    rows = [[1, 0]] * 20 + [[1, 1]] * 3
+    labels = np.asarray(rows, np.uint8)
+    for seed in range(10):
+        test, train, db = bl.split(labels, bl.Plan(query_fraction=0.3, train_per_class=1), seed, ["big", "rare"])
+        assert labels[test, 1].sum() == 1 and labels[db, 1].sum() == 2 and labels[train, 1].sum() == 1
+        assert labels[test, 0].sum() == 7  # round(0.3 × 23)
+
+
+def test_plan_minimums():
+    assert bl.Plan(query_fraction=0.1, train_fraction=0.5).min_images() == 2
+    assert bl.Plan(query_fraction=0.1, train_fraction=0.5, excludes_train=True).min_images() == 3
+    assert bl.Plan(query_per_class=4, train_per_class=6).min_images() == 10
+    assert bl.Plan(query_per_class=4, train_per_class=6, excludes_train=True).min_images() == 11
+
+
+def test_build_direct_returns_summary(folders, tmp_path):
+    s = bl.build(str(tmp_path / "l"), images=folders, query_per_class=1, train_per_class=1)
+    assert s["counts"] == {"train": 3, "database": 34, "test": 3} and s["status"] == "wrote"
+    assert s["ignored"]["non_image"] == 2 and s["classes"] == ["cat", "dog", "owl"] and not s["multi_label"]
+    assert bl.build(str(tmp_path / "l"), images=folders, query_per_class=1, train_per_class=1)["status"] == "unchanged"
+    with pytest.raises(UserError, match="--force"):
+        bl.build(str(tmp_path / "l"), images=folders, query_per_class=2, train_per_class=1)
+
+
+def test_custom_preset_reads_the_lists(folders, tmp_path):
+    """What `--dataset custom` does with them: width from the first list, the same in all three."""
+    out = tmp_path / "l"
+    ok(run("--images", folders, "--out", out))
+    width = None
+    for name in SPLITS:
+        lst = read_list(os.path.join(out, f"{name}.txt"), width)
+        width = lst.num_labels
+        assert all(os.path.isfile(os.path.join(folders, p)) for p in lst.paths)
+    assert width == len(classes_of(out)) == 3
+
+
+def test_does_not_import_paddle():
+    code = (f"import sys, runpy; sys.argv = ['build_lists.py', '--help']\n"
+            f"try:\n    runpy.run_path({SCRIPT!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "assert 'paddle' not in sys.modules, 'paddle imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
