@@ -3,7 +3,7 @@
     python main_single_gpu.py --method hashnet --bit 64 --dataset coco --data-path datasets/coco
     python main_single_gpu.py --eval --pretrained output/best.pdparams
 """
-from utils.engine import main
+from utils.train.engine import main
 from utils.errors import cli_entry
 
 if __name__ == "__main__":

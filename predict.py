@@ -1,6 +1,6 @@
 """Find the database images closest to a query image by Hamming distance.
 
-    python predict.py --bit 64 --img query.jpg [--data_path datasets/coco] [--dataset coco] [--list-dir data/coco]
+    python predict.py [--bit 64] --img query.jpg [--data_path datasets/coco] [--dataset coco] [--list-dir data/coco]
                       [--pretrained output/best.pdparams | --model-dir output/inference] [--save_path ./output]
                       [--topk 10] [--show]
 
@@ -17,11 +17,12 @@ from utils.errors import UserError, cli_entry
 
 
 def parse_args(argv=None):
-    from utils.searcher import add_database_args
+    from utils.deploy.searcher import add_database_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img", required=True, help="query image")
-    p.add_argument("--bit", type=int, default=64, help="code length (default %(default)s)")
+    p.add_argument("--bit", type=int, default=None,
+                   help="code length; taken from the checkpoint or export, checked when given")
     p.add_argument("--pretrained", default=None,
                    help="checkpoint (default: the <bit>-bit best.pdparams in --save_path or its sub-folders)")
     p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None,
@@ -39,7 +40,7 @@ def parse_args(argv=None):
 
 def query_labels(query_path, database, list_dir):
     """Labels of the query when it appears in the database/test/train list (by real path), else None."""
-    from utils.lists import read_list
+    from utils.data.lists import read_list
 
     target = os.path.realpath(query_path)
     for name in ("test", "database", "train"):
@@ -60,8 +61,8 @@ def query_labels(query_path, database, list_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.searcher import Database, Searcher, find_checkpoint, load_model, resolve_database
-    from utils.transforms import ImageError, load_image
+    from utils.deploy.searcher import Database, Searcher, find_checkpoint, load_model, resolve_database
+    from utils.data.transforms import ImageError, load_image
 
     if args.topk <= 0:
         raise UserError(f"--topk must be positive, got {args.topk}")
@@ -73,7 +74,7 @@ def main(argv=None):
         raise UserError(f"--img {args.img}: {exc}")
     pretrained = None if args.model_dir else (args.pretrained or find_checkpoint(args.save_path, args.bit))
     model = load_model(pretrained, args.model_dir, args.backend, args.use_gpu)
-    if model.bit != args.bit:
+    if args.bit is not None and model.bit != args.bit:
         raise UserError(f"--bit {args.bit} but {model.source} makes {model.bit}-bit codes; pass --bit {model.bit}")
     print(f"----- Pretrained: Load model state from {model.source}")
     list_file, data_path = resolve_database(model, args.dataset, args.data_path, args.list_dir)
@@ -96,7 +97,7 @@ def main(argv=None):
     for rank, dist, _, path, labels in results:
         print(f"{rank:>4}  {dist:>7}  {path:<60}  {' '.join(map(str, labels))}")
     if args.show:
-        from utils.plots import save_montage
+        from utils.report.plots import save_montage
 
         q_labels = query_labels(args.img, database, os.path.dirname(list_file))
         stem = os.path.splitext(os.path.basename(args.img))[0]

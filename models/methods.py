@@ -1,6 +1,6 @@
 """The method registry: a method is a head plus a loss, its options and its paper defaults.
 
-Adding a method = writing a head (models/heads.py), a loss (utils/losses.py) and one `register(...)`
+Adding a method = writing a head (models/heads.py), a loss (models/losses.py) and one `register(...)`
 call here. Everything else — training, evaluation, export, inference, prediction, TIPC — is shared.
 """
 import sys
@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from models.heads import BatchNormHead, LinearHead
-from utils.codebook import CODEBOOK_METHODS, make_codebook
+from models.codebook import CODEBOOK_METHODS, make_codebook
 from utils.errors import UserError, cli_entry
-from utils.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
+from models.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ METHODS = {}
 
 
 def register(method):
+    """Add a method to the registry; a second method of the same name is a programming error."""
+    if method.name in METHODS:
+        raise ValueError(f"method '{method.name}' is registered twice")
     METHODS[method.name] = method
     return method
 

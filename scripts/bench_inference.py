@@ -39,7 +39,7 @@ def random_checkpoint(args, directory):
     import paddle
 
     from models import build_model
-    from utils.checkpoint import save_checkpoint
+    from models.checkpoint import save_checkpoint
 
     cfg = {"method": args.method, "backbone": args.backbone, "bit": args.bit, "num_labels": 10, "dataset": "custom",
            "crop_size": args.crop_size, "resize_size": args.crop_size * 8 // 7, "seed": 0, "codebook": "B",

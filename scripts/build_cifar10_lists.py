@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import write_json  # noqa: E402
-from utils.lists import write_list  # noqa: E402
+from utils.data.lists import write_list  # noqa: E402
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 FOLDER = "cifar-10-batches-py"

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import UserError, cli_entry  # noqa: E402
-from utils.lists import write_list  # noqa: E402
+from utils.data.lists import write_list  # noqa: E402
 
 SPLITS = (("train2014", "instances_train2014.json"), ("val2014", "instances_val2014.json"))
 

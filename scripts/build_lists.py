@@ -74,7 +74,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import check_writable_dir, write_text  # noqa: E402
-from utils.lists import LIST_NAMES, format_list, write_list  # noqa: E402
+from utils.data.lists import LIST_NAMES, format_list, write_list  # noqa: E402
 
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".gif", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm",
                     ".ppm", ".tif", ".tiff", ".webp")

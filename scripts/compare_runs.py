@@ -8,7 +8,7 @@ Each argument is a training --output directory holding metrics.json (or the metr
 Rows are method (dataset), columns bits, cells mAP@topK with the tie-aware mAP in parentheses
 (`--tie-aware table`: a second table instead); a "random codes" row per data set gives the chance level
 (the mAP of random codes, from each run's report/metrics.json). --plot reads each run's report/pr_curve.json, written by
-the evaluation report (utils/report.py). When two runs share method, dataset and bits the later
+the evaluation report (utils/report/). When two runs share method, dataset and bits the later
 argument wins (a note says so on stderr). A missing or broken metrics.json is a one-line error, exit 2.
 """
 import argparse

@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import UserError, cli_entry  # noqa: E402
-from utils.lite_data import generate  # noqa: E402
+from utils.data.lite_data import generate  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -11,6 +11,7 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
   bash scripts/install_browser.sh || echo "run_tests.sh: browser install failed; the page test will skip" >&2
 fi
 export FLAGS_use_mkldnn=0 PYTHONUNBUFFERED=1
+"$PY" -m ruff check --quiet . || { echo "run_tests.sh: ruff found problems (settings in ruff.toml)" >&2; exit 1; }
 status=0
 "$PY" -m pytest -q "$@" tests || status=$?
 if [ "$status" -eq 5 ]; then

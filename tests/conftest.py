@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def lite_single(tmp_path_factory):
     """Small generated single-label data set (deterministic)."""
-    from utils.lite_data import generate
+    from utils.data.lite_data import generate
 
     base = tmp_path_factory.mktemp("lite_single")
     generate("single", str(base / "images"), str(base / "lists"), n_train=24, n_database=48, n_test=12, seed=0)
@@ -22,7 +22,7 @@ def lite_single(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lite_multi(tmp_path_factory):
     """Small generated multi-label data set (deterministic)."""
-    from utils.lite_data import generate
+    from utils.data.lite_data import generate
 
     base = tmp_path_factory.mktemp("lite_multi")
     generate("multi", str(base / "images"), str(base / "lists"), n_train=24, n_database=48, n_test=12, seed=0)

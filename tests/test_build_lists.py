@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from utils.errors import UserError
-from utils.lists import read_list
+from utils.data.lists import read_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "build_lists.py")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.codebook import make_codebook, min_pairwise_distance, greedy_codebook
+from models.codebook import make_codebook, min_pairwise_distance, greedy_codebook
 
 
 @pytest.mark.parametrize("method", ["N", "B", "O", "H"])

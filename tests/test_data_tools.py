@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from utils.errors import UserError
-from utils.lists import read_list
-from utils.lite_data import STAMP_NAME, generate
+from utils.data.lists import read_list
+from utils.data.lite_data import STAMP_NAME, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "database", "test")
@@ -429,7 +429,7 @@ def test_build_cifar10_lists_errors(tmp_path):
 
 
 def test_data_tools_do_not_import_paddle():
-    code = ("import sys; sys.path.insert(0, %r); import utils.lite_data; "
+    code = ("import sys; sys.path.insert(0, %r); import utils.data.lite_data; "
             "import importlib.util as u; [u.spec_from_file_location(n, %r + '/scripts/' + n + '.py').loader"
             ".exec_module(u.module_from_spec(u.spec_from_file_location(n, %r + '/scripts/' + n + '.py'))) "
             "for n in ('make_lite_data', 'build_coco_lists', 'build_cifar10_lists')]; "

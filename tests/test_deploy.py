@@ -86,8 +86,17 @@ def test_infer_benchmark_prints_timings(trained):
     assert line and "preprocess" in line[0] and "inference" in line[0] and "images/s" in line[0]
 
 
-def _predict(save_path, img, *extra):
-    return run_cli(["predict.py", "--bit", 16, "--img", img, "--save_path", save_path, "--topk", 5, *extra])
+def _predict(save_path, img, *extra, bit=16):
+    bits = ["--bit", bit] if bit else []
+    return run_cli(["predict.py", *bits, "--img", img, "--save_path", save_path, "--topk", 5, *extra])
+
+
+def test_predict_takes_the_code_length_from_the_checkpoint(trained):
+    """--bit is optional: the 16-bit run is found and used without it."""
+    data = trained["data"]
+    first = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[0]
+    proc = _predict(trained["run"], os.path.join(data["root"], first), bit=None)
+    assert "----- Predicted Hamm_min: 0" in proc.stdout
 
 
 def test_predict_reuses_the_cache_training_wrote(trained):
@@ -169,7 +178,8 @@ def test_predict_errors_are_one_line(trained, tmp_path):
     proc = run_cli(["predict.py", "--bit", 16, "--img", tmp_path / "missing.jpg", "--save_path", trained["run"]],
                    check=False)
     assert proc.returncode == 2 and "missing.jpg" in proc.stderr and "Traceback" not in proc.stderr
-    img = os.path.join(trained["data"]["root"], "test", sorted(os.listdir(os.path.join(trained["data"]["root"], "test")))[0])
+    test_dir = os.path.join(trained["data"]["root"], "test")
+    img = os.path.join(test_dir, sorted(os.listdir(test_dir))[0])
     proc = run_cli(["predict.py", "--bit", 32, "--img", img, "--save_path", trained["run"]], check=False)
     assert proc.returncode == 2 and "no 32-bit checkpoint" in proc.stderr
     proc = run_cli(["predict.py", "--bit", 32, "--img", img, "--pretrained", trained["run"] / "best.pdparams"],

@@ -55,7 +55,7 @@ def test_outputs_and_eval_of_checkpoint(lite_single, tmp_path):
     assert codes.shape == (48, 16) and set(np.unique(codes)) <= {-1, 1}
     ev = run_cli(["main_single_gpu.py", "--eval", "--pretrained", out / "best.pdparams", "--num-workers", 0,
                   "--output", tmp_path / "eval"])
-    line = [l for l in ev.stdout.splitlines() if l.startswith("mAP@all: ")]
+    line = [row for row in ev.stdout.splitlines() if row.startswith("mAP@all: ")]
     assert line and float(line[0].split()[1]) == pytest.approx(metrics["best_map"], abs=5e-5)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from utils.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
+from models.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
 
 
 def numpy_hashnet(h_batch, y_batch, bank_h, bank_y, seen, alpha):
@@ -21,7 +21,7 @@ def numpy_hashnet(h_batch, y_batch, bank_h, bank_y, seen, alpha):
     n1 = sum(1 for s, _ in pairs if s == 1)
     n0 = len(pairs) - n1
     total = n0 + n1
-    return sum(l * (total / n1 if s == 1 else total / n0) for s, l in pairs) / total
+    return sum(loss * (total / n1 if s == 1 else total / n0) for s, loss in pairs) / total
 
 
 def random_labels(rng, n, c, multi):
@@ -222,7 +222,7 @@ def numpy_csq(u, y, codebook, random_centre, lam):
 @pytest.mark.parametrize("multi", [False, True])
 def test_csq_loss_matches_numpy(multi):
     rng = np.random.default_rng(6)
-    from utils.codebook import make_codebook
+    from models.codebook import make_codebook
 
     codebook = make_codebook("H", 5, 8, seed=0)
     u = rng.standard_normal((9, 8)).astype(np.float32)
@@ -238,7 +238,7 @@ def test_csq_loss_matches_numpy(multi):
 
 
 def test_csq_centres_single_label_and_ties():
-    from utils.codebook import make_codebook
+    from models.codebook import make_codebook
 
     codebook = make_codebook("H", 4, 8, seed=0)
     fn = CSQLoss(codebook, seed=1)

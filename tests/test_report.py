@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import run_cli
-from utils import diagnostics, retrieval
+from utils import retrieval
+from utils.report import diagnostics
 from utils.report import plot_training_curves, write_report
 
 

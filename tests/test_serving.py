@@ -287,7 +287,8 @@ def test_load_200_requests_8_threads(server, trained):
     elapsed = time.perf_counter() - start_time
     latencies.sort()
     print(f"\nload test: {n_requests} POST /search, {n_threads} threads: {n_requests / elapsed:.1f} requests/s, "
-          f"p50 {1000 * latencies[len(latencies) // 2]:.1f} ms, p95 {1000 * latencies[int(0.95 * len(latencies))]:.1f} ms, "
+          f"p50 {1000 * latencies[len(latencies) // 2]:.1f} ms, "
+          f"p95 {1000 * latencies[int(0.95 * len(latencies))]:.1f} ms, "
           f"{len(errors)} errors")
     assert not errors, errors[:3]
     assert len(latencies) == n_requests

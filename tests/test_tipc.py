@@ -75,7 +75,8 @@ def test_infer_combinations_cover_every_list_value(tmp_path):
                    "--benchmark:lite_train_lite_infer=True|whole_infer=False\n")
     lines = common(f"func_infer_combinations {cfg} infer_params lite_train_lite_infer").splitlines()
     assert lines == ["--use_gpu True --batch_size 1 --benchmark True", "--use_gpu True --batch_size 8 --benchmark True",
-                     "--use_gpu False --batch_size 1 --benchmark True", "--use_gpu False --batch_size 8 --benchmark True"]
+                     "--use_gpu False --batch_size 1 --benchmark True",
+                     "--use_gpu False --batch_size 8 --benchmark True"]
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -14,11 +14,6 @@ class UserError(Exception):
     """Bad input from the user (file, flag, list line). Printed as one line, exit status 2."""
 
 
-def fail(message):
-    """Raise a UserError; convenient inside expressions."""
-    raise UserError(message)
-
-
 def cli_entry(main):
     """Decorate a `main()` so that UserError becomes a one-line message and exit status 2.
 

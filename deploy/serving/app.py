@@ -41,7 +41,7 @@ THUMB_CACHE = 512  # thumbnails kept in memory (about 10-20 KB each)
 
 
 def parse_args(argv=None):
-    from utils.searcher import add_database_args
+    from utils.deploy.searcher import add_database_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -133,7 +133,7 @@ class LRUBytes:
 
 # ------------------------------------------------------------------------------------------ service
 class Service:
-    """The searcher behind the routes. Encoding and ranking (utils.searcher.Searcher.search, the same
+    """The searcher behind the routes. Encoding and ranking (utils.deploy.searcher.Searcher.search, the same
     code as predict.py) run under one lock: Paddle predictors and dygraph models must not be called
     from several threads at once, and numba's default threading layer refuses concurrent parallel
     calls. Reading and decoding uploads, and thumbnails, run in parallel in the worker threads."""
@@ -259,7 +259,7 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
 
 def build_service(args, log=print):
     """Load the model and the database codes (from the cache, or encoded now)."""
-    from utils.searcher import Database, Searcher, load_model, resolve_database
+    from utils.deploy.searcher import Database, Searcher, load_model, resolve_database
 
     model = load_model(args.pretrained, args.model_dir, args.backend, args.use_gpu)
     log(f"----- Model: {model.source} ({model.bit} bits)")

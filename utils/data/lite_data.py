@@ -26,7 +26,7 @@ from PIL import Image
 
 from utils.errors import UserError
 from utils.fileio import write_json
-from utils.lists import LIST_NAMES, write_list
+from utils.data.lists import LIST_NAMES, write_list
 
 FORMAT_VERSION = 1  # bump when the drawing changes, so stale stamps regenerate
 STAMP_NAME = "lite_data.json"
@@ -231,5 +231,5 @@ def generate(kind, root, list_dir, n_train=200, n_database=400, n_test=100, num_
             names.add(fname)
         _remove_stale(split_dir, names)
         write_list(os.path.join(list_dir, f"{name}.txt"), rels, labels)
-    write_json(stamp_path, {"args": args, "generator": "utils/lite_data.py"})
+    write_json(stamp_path, {"args": args, "generator": "utils/data/lite_data.py"})
     return _summary(args, root, list_dir, True)

@@ -6,7 +6,7 @@
 writes, atomically:
 
     report/metrics.json     mAP@topK (ties by index) and tie-aware, precision@k (k = 1, 10, 100, topK),
-                            recall@topK, diagnostics (utils.diagnostics), timings
+                            recall@topK, diagnostics (utils.report.diagnostics), timings
     report/pr_curve.json    precision / recall per Hamming radius (read by scripts/compare_runs.py --plot)
     report/hamming_hist.json  intra / inter-class distance histograms
     report/pr_curve.png     precision–recall over Hamming radius, and both against the radius
@@ -27,10 +27,11 @@ import time
 
 import numpy as np
 
-from utils import diagnostics, retrieval
+from utils import retrieval
+from utils.report import diagnostics
 from utils.errors import UserError
 from utils.fileio import write_json, write_text
-from utils.plots import _save, plt
+from utils.report.plots import _save, plt
 
 log = logging.getLogger("deephash")
 
@@ -76,10 +77,6 @@ def _fmt(v, digits=4):
     if isinstance(v, float) and not math.isfinite(v):
         return "–"
     return f"{v:.{digits}f}"
-
-
-def _topk_label(topk):
-    return "all" if topk is None else str(topk)
 
 
 def _title(method, bit, dataset):
@@ -291,7 +288,7 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
     most of the cost on a large database). train_log: path of a train_log.csv to plot (default
     <out_dir>/train_log.csv when it exists). extra: JSON-able dict stored under "extra" and listed in
     report.md (epoch, backbone, checkpoint, ...). max_pairs / max_corr_codes / seed: sampling of the
-    distance histograms and the bit correlation (see utils.diagnostics).
+    distance histograms and the bit correlation (see utils.report.diagnostics).
     """
     t_start = time.time()
     timings = {}
@@ -332,7 +329,7 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
     pr = retrieval.pr_curve_hamming_radius(qb, db, ql, dl)
     lap("pr_curve", t0)
 
-    # --- code diagnostics (utils.diagnostics), on the database codes
+    # --- code diagnostics (utils.report.diagnostics), on the database codes
     t0 = time.time()
     balance = diagnostics.bit_balance(db)
     lap("bit_balance", t0)
@@ -475,7 +472,7 @@ def render_markdown(m, images):
         out.append("")
     out += ["## Definitions", "",
             "- **mAP@k**: ranking by Hamming distance, ties broken by database index; the tie-aware value is "
-            "the expected AP over random orders of tied items (utils/retrieval.py).",
+            "the expected AP over random orders of tied items (utils/retrieval/).",
             "- **Bit balance**: mean of each ±1 bit over the database codes.",
             f"- **Bit correlation**: Pearson correlation between bits over {cor['n_codes']:,} database codes "
             f"(sampled above {_fmt(cor.get('max_codes'))}); a constant bit has no correlation and is excluded "

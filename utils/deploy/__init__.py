@@ -19,7 +19,7 @@ import yaml
 
 from utils.errors import UserError
 from utils.fileio import write_text
-from utils.transforms import Preprocess
+from utils.data.transforms import Preprocess
 
 YML = "inference.yml"
 PREFIX = "inference"
@@ -79,7 +79,7 @@ class DygraphEncoder:
         import paddle
 
         from models import build_model
-        from utils.checkpoint import load_checkpoint
+        from models.checkpoint import load_checkpoint
 
         paddle.set_device("gpu" if use_gpu else "cpu")
         self.ckpt = load_checkpoint(ckpt_path, flag)
@@ -94,7 +94,7 @@ class DygraphEncoder:
     @property
     def weights_fingerprint(self):
         """Of the weights actually loaded (not the value stored in the file, which an edit would not update)."""
-        from utils.checkpoint import weights_fingerprint
+        from models.checkpoint import weights_fingerprint
 
         if not hasattr(self, "_fingerprint"):
             self._fingerprint = weights_fingerprint(self.model.state_dict())
@@ -178,7 +178,7 @@ def open_exported(model_dir, backend="paddle", use_gpu=False, threads=None, mkld
 def encode_images(encoder, paths, preprocess, batch_size=32, timer=None, on_error=None):
     """Continuous codes for image files, in order. A file that can't be read raises UserError naming it
     (or is reported to `on_error(path, reason)` and skipped, when given). Returns (codes, kept paths)."""
-    from utils.transforms import ImageError, load_image
+    from utils.data.transforms import ImageError, load_image
 
     codes, kept = [], []
     for start in range(0, len(paths), batch_size):

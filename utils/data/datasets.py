@@ -13,27 +13,26 @@ import numpy as np
 import paddle
 
 from utils.errors import UserError
-from utils.lists import read_list
-from utils.transforms import ImageError, load_image
+from utils.data.lists import read_list
+from utils.data.transforms import ImageError, load_image
 
 
 @dataclass(frozen=True)
 class Preset:
     num_labels: int  # None: read from the list
     topk: int  # -1: the whole database
-    multi_label: bool = None  # None: detected from the training list
     resize_size: int = 256  # default preprocessing of the data set's images
     crop_size: int = 224
 
 
 PRESETS = {
-    "coco": Preset(80, 5000, True),
-    "nuswide": Preset(21, 5000, True),
-    "imagenet": Preset(100, 1000, False),
-    "cifar10": Preset(10, -1, False),
+    "coco": Preset(80, 5000),
+    "nuswide": Preset(21, 5000),
+    "imagenet": Preset(100, 1000),
+    "cifar10": Preset(10, -1),
     # generated 64×64 images (scripts/make_lite_data.py)
-    "lite_single": Preset(None, -1, False, 72, 64),
-    "lite_multi": Preset(None, -1, True, 72, 64),
+    "lite_single": Preset(None, -1, 72, 64),
+    "lite_multi": Preset(None, -1, 72, 64),
     "custom": Preset(None, -1),
 }
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.code_cache import cache_paths, load_codes, make_fingerprint, save_codes
+from utils.retrieval.code_cache import cache_paths, load_codes, make_fingerprint, save_codes
 from utils.errors import UserError
-from utils.lists import read_list
+from utils.data.lists import read_list
 
 
 @dataclass
@@ -20,18 +20,19 @@ class Model:
     """What a search needs of a model, whatever runs it."""
 
     encoder: object  # .run(batch) -> continuous codes
-    preprocess: object  # utils.transforms.Preprocess
+    preprocess: object  # utils.data.transforms.Preprocess
     bit: int
     weights_fingerprint: str
     source: str  # the checkpoint or model directory, for messages
     trained_on: dict  # dataset / data_path / list_dir of training (defaults for the database)
 
 
-def find_checkpoint(save_path, bit):
-    """The checkpoint training left for `bit`: `<save_path>/best.pdparams`, else the one run under
-    `<save_path>/*/` whose run.json has this bit."""
+def find_checkpoint(save_path, bit=None):
+    """The checkpoint training left: `<save_path>/best.pdparams`, else the one run under `<save_path>/*/`
+    (whose run.json has `bit`, when given)."""
     direct = os.path.join(save_path, "best.pdparams")
-    candidates = [direct] if os.path.isfile(direct) else sorted(glob.glob(os.path.join(save_path, "*", "best.pdparams")))
+    candidates = [direct] if os.path.isfile(direct) else \
+        sorted(glob.glob(os.path.join(save_path, "*", "best.pdparams")))
     matching = []
     for path in candidates:
         try:
@@ -39,16 +40,17 @@ def find_checkpoint(save_path, bit):
                 run_bit = json.load(f).get("bit")
         except (OSError, ValueError):
             run_bit = None
-        if run_bit in (None, bit):
+        if bit is None or run_bit in (None, bit):
             matching.append(path)
     if len(matching) == 1:
         return matching[0]
+    what = f"{bit}-bit checkpoint" if bit else "checkpoint"
     if not matching:
-        raise UserError(f"no {bit}-bit checkpoint found in --save_path {save_path} (looked for best.pdparams there and "
-                        f"in its sub-folders); train one (main_single_gpu.py --bit {bit} --output {save_path}) "
+        raise UserError(f"no {what} found in --save_path {save_path} (looked for best.pdparams there and "
+                        f"in its sub-folders); train one (main_single_gpu.py --output {save_path}) "
                         "or pass --pretrained CKPT / --model-dir DIR")
-    raise UserError(f"several {bit}-bit checkpoints under --save_path {save_path}: {', '.join(matching)}; "
-                    "choose one with --pretrained")
+    raise UserError(f"several {what}s under --save_path {save_path}: {', '.join(matching)}; "
+                    "choose one with --pretrained" + ("" if bit else " or --bit"))
 
 
 def load_model(pretrained=None, model_dir=None, backend="paddle", use_gpu=False):
@@ -87,7 +89,8 @@ class Database:
         when the cache was rebuilt."""
         from utils.deploy import encode_images
 
-        fp = make_fingerprint(model.weights_fingerprint, self.list.list_file, self.data_path, model.preprocess.to_dict())
+        fp = make_fingerprint(model.weights_fingerprint, self.list.list_file, self.data_path,
+                              model.preprocess.to_dict())
         codes, indices, reason = load_codes(cache_dir, model.bit, fp)
         self.cache_file = cache_paths(cache_dir, model.bit)[0]
         if codes is not None:

@@ -1,7 +1,7 @@
 """Command line of the two training entry points, and the resolved configuration (`cfg`, a plain
 dict) stored in every checkpoint. Flags keep paddle_hashnet's names (underscore spellings are
 accepted too). Flags left unset take the method's paper defaults (models/methods.py) and the data
-set preset (utils/datasets.py); with `--resume`/`--pretrained` they take the checkpoint's values, and
+set preset (utils/data/datasets.py); with `--resume`/`--pretrained` they take the checkpoint's values, and
 a flag that contradicts the checkpoint's architecture is an error, never silently ignored.
 """
 import argparse
@@ -9,7 +9,7 @@ import os
 
 from models.backbones import BACKBONES
 from models.methods import METHODS, method_options
-from utils.datasets import PRESETS
+from utils.data.datasets import PRESETS
 from utils.errors import UserError
 
 # Keys that define the network and its codes: a checkpoint and the command line must agree on them.
@@ -17,9 +17,6 @@ ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
             "allow_absolute_paths", "allow_partial_weights")
-# Training keys every method has; their defaults come from the method.
-METHOD_DEFAULT_KEYS = ("optimizer", "lr", "weight_decay", "epochs", "batch_size", "lr_step", "lr_gamma",
-                       "backbone_lr_mult", "head_lr_mult")
 
 
 def _flag(parser, *names, **kw):
@@ -35,7 +32,9 @@ def build_parser(description):
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
-    _flag(g, "--method", choices=sorted(METHODS), default=None, help="hashing method (default hashnet)")
+    _flag(g, "--method", choices=sorted(METHODS), default=None,
+          help="hashing method (default hashnet): "
+               + "; ".join(f"{n}: {m.summary}" for n, m in sorted(METHODS.items())))
     _flag(g, "--bit", type=int, default=None, help="code length in bits (default 64)")
     _flag(g, "--backbone", choices=sorted(BACKBONES), default=None, help="backbone network (default alexnet)")
     _flag(g, "--backbone-weights", default=None,
@@ -49,15 +48,19 @@ def build_parser(description):
     _flag(g, "--data-path", default=None, help="image root the list paths are relative to (default datasets/<dataset>)")
     _flag(g, "--list-dir", default=None, help="folder with train.txt, database.txt, test.txt (default data/<dataset>)")
     _flag(g, "--topk", type=int, default=None, help="mAP@topK; -1 = whole database (default from the preset)")
-    _flag(g, "--resize-size", type=int, default=None, help="resize the shorter side to this (default from the preset: 256, lite 72)")
-    _flag(g, "--crop-size", type=int, default=None, help="crop size fed to the network (default from the preset: 224, lite 64)")
+    _flag(g, "--resize-size", type=int, default=None,
+          help="resize the shorter side to this (default from the preset: 256, lite 72)")
+    _flag(g, "--crop-size", type=int, default=None,
+          help="crop size fed to the network (default from the preset: 224, lite 64)")
     _flag(g, "--num-workers", type=int, default=None, help="data loader worker processes (default 4)")
-    _flag(g, "--skip-bad-images", action="store_true", help="log and skip missing/unreadable images instead of stopping")
+    _flag(g, "--skip-bad-images", action="store_true",
+          help="log and skip missing/unreadable images instead of stopping")
     _flag(g, "--allow-absolute-paths", action="store_true", help="allow absolute image paths in lists")
     g = p.add_argument_group("training")
     _flag(g, "--epochs", type=int, default=None, help="training epochs (default: method's)")
     _flag(g, "-bs", "--batch-size", type=int, default=None, help="batch size per process (default: method's)")
-    _flag(g, "-lr", "--learning-rate", dest="lr", type=float, default=None, help="base learning rate (default: method's)")
+    _flag(g, "-lr", "--learning-rate", dest="lr", type=float, default=None,
+          help="base learning rate (default: method's)")
     _flag(g, "--optimizer", choices=("sgd", "adam", "rmsprop"), default=None, help="optimizer (default: method's)")
     _flag(g, "--weight-decay", type=float, default=None, help="L2 weight decay (default: method's)")
     _flag(g, "--lr-step", type=int, default=None,
@@ -83,7 +86,8 @@ def build_parser(description):
     return p
 
 
-GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000, eval_epochs=10, output="./output")
+GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,
+                        eval_epochs=10, output="./output")
 
 
 def resolve(args, checkpoint_cfg=None):

@@ -22,15 +22,15 @@ from tqdm import tqdm
 
 from models import METHODS, build_model, load_backbone_weights
 from utils import retrieval
-from utils.checkpoint import load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint, weights_fingerprint
-from utils.code_cache import make_fingerprint, save_codes
-from utils.config import ARCH_KEYS, resolve
-from utils.datasets import PRESETS, ImageListDataset, load_lists, make_loader
-from utils.dist import Env
+from models.checkpoint import load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint, weights_fingerprint
+from utils.retrieval.code_cache import make_fingerprint, save_codes
+from utils.train.config import ARCH_KEYS, resolve
+from utils.data.datasets import PRESETS, ImageListDataset, load_lists, make_loader
+from utils.train.dist import Env
 from utils.errors import UserError
 from utils.fileio import check_writable_dir, write_json, write_text
 from utils.report import write_report
-from utils.transforms import Preprocess
+from utils.data.transforms import Preprocess
 
 log = logging.getLogger("deephash")
 
@@ -79,8 +79,6 @@ class Data:
             if len(ds) == 0:
                 raise UserError(f"{lst.list_file}: no usable image left after skipping {skipped}")
             self.sets[name] = ds
-        self.env = env
-        self.cfg = cfg
         self.loaders = {name: make_loader(self.sets[name], cfg["batch_size"], cfg["num_workers"], env.world_size,
                                           env.rank) for name in ("database", "test")}
         if need_train:
@@ -88,8 +86,6 @@ class Data:
             if len(train) < cfg["batch_size"] * env.world_size:
                 raise UserError(f"-bs/--batch-size {cfg['batch_size']} × {env.world_size} process(es) is larger than "
                                 f"the training list ({len(train)} images); use a smaller batch size")
-            multi = preset.multi_label
-            cfg["multi_label"] = bool((train.list.labels.sum(1) != 1).any()) if multi is None else multi
             self.train_loader = make_loader(train, cfg["batch_size"], cfg["num_workers"], env.world_size, env.rank,
                                             train=True, seed=cfg["seed"])
 
@@ -259,7 +255,7 @@ class Run:
                 "num_query": int(len(result["query_codes"])), "num_database": int(len(result["db_codes"]))}
 
     def _write_report(self, result, epoch):
-        """<output>/report/: metrics, code diagnostics and plots (utils/report.py). Main rank only; a
+        """<output>/report/: metrics, code diagnostics and plots (utils/report/). Main rank only; a
         failing report is logged and never costs a finished run."""
         cfg, head = self.cfg, self.model.head
         codebook = head.codebook.numpy() if hasattr(head, "codebook") else None
@@ -344,7 +340,8 @@ class Run:
 
         def save_last(epoch, step=0):
             save_checkpoint(os.path.join(self.out, LAST), model, cfg, epoch, state["best_map"], optimizer, scheduler,
-                            criterion, step=step, extra={"best_epoch": state["best_epoch"], "history": state["history"]})
+                            criterion, step=step,
+                            extra={"best_epoch": state["best_epoch"], "history": state["history"]})
 
         with StopFlag() as stop:
             for epoch in range(start_epoch, cfg["epochs"] + 1):
@@ -381,7 +378,8 @@ class Run:
                 scheduler.step()
                 row = {"epoch": epoch, "lr": lr, "loss": float(np.mean(losses)) if losses else float("nan"),
                        "seconds": round(time.time() - t0, 2), "map": "", "map_tie_aware": ""}
-                log.info("epoch %d/%d  loss %.4f  lr %.2e  %.1fs", epoch, cfg["epochs"], row["loss"], lr, row["seconds"])
+                log.info("epoch %d/%d  loss %.4f  lr %.2e  %.1fs", epoch, cfg["epochs"], row["loss"], lr,
+                         row["seconds"])
                 if epoch % cfg["eval_epochs"] == 0 or epoch == cfg["epochs"]:
                     self._evaluate_epoch(epoch, row, state)
                 state["history"].append(row)
@@ -439,7 +437,7 @@ class Run:
 
 
 def main(argv=None, distributed=False, description=""):
-    from utils.config import build_parser
+    from utils.train.config import build_parser
 
     args = build_parser(description).parse_args(argv)
     run = Run(args, distributed)

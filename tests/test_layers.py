@@ -1,0 +1,133 @@
+"""The layers of the code, read from the imports (ast), one direction only:
+
+    0  utils.errors, utils.fileio                      leaves
+    1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
+    2  models                                          backbones, heads, losses, codebooks, checkpoints
+    3  utils.train, utils.deploy                       training engine; export, runtimes, search
+    4  entry points: *.py at the top, scripts/, deploy/, test_tipc/
+
+A module may import its own package, any lower layer, or another package of its own layer as long as
+the packages form no cycle. `utils.retrieval` and `utils.report` never import Paddle or models, not
+even indirectly.
+"""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+LAYERS = {
+    "utils.errors": 0, "utils.fileio": 0,
+    "utils.retrieval": 1, "utils.report": 1, "utils.data": 1,
+    "models": 2,
+    "utils.train": 3, "utils.deploy": 3,
+}
+ENTRY = 4
+SKIP_DIRS = {".git", ".venv", "output", "datasets", "tests", "__pycache__", "node_modules"}
+
+
+def package_of(module):
+    """The layer package a dotted module name belongs to, or None for third-party modules."""
+    parts = module.split(".")
+    for n in (2, 1):
+        name = ".".join(parts[:n])
+        if name in LAYERS:
+            return name
+    if parts[0] in ("utils", "models"):
+        return parts[0]  # utils/__init__ itself
+    return None
+
+
+def module_name(path):
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def project_files():
+    for base, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for f in sorted(files):
+            if f.endswith(".py"):
+                yield os.path.join(base, f)
+
+
+def imports_of(path):
+    """Dotted names of the modules `path` imports (all of them, also those inside functions)."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, node.lineno))
+            out += [(f"{node.module}.{a.name}", node.lineno) for a in node.names]  # from utils import retrieval
+    return out
+
+
+def edges():
+    """(source package or ENTRY, target package, where) for every import between project packages."""
+    for path in project_files():
+        mod = module_name(path)
+        src = package_of(mod) if mod.split(".")[0] in ("utils", "models") else "entry"
+        for name, line in imports_of(path):
+            dst = package_of(name)
+            if dst and dst != src:
+                yield src, dst, f"{os.path.relpath(path, ROOT)}:{line} imports {name}"
+
+
+def layer(pkg):
+    return ENTRY if pkg == "entry" else LAYERS.get(pkg, 0)
+
+
+def test_every_project_package_has_a_layer():
+    for path in project_files():
+        mod = module_name(path)
+        if mod.split(".")[0] in ("utils", "models") and mod not in ("utils", "models"):
+            assert package_of(mod) in LAYERS, f"{mod}: put it in a layer package (or add the package to LAYERS)"
+
+
+def test_no_import_goes_up_a_layer():
+    bad = [where for src, dst, where in edges() if layer(dst) > layer(src)]
+    assert not bad, "lower layer imports a higher one:\n" + "\n".join(bad)
+
+
+def test_no_cycle_between_packages():
+    graph = {}
+    for src, dst, _ in edges():
+        if src != "entry":
+            graph.setdefault(src, set()).add(dst)
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = [p for p in graph if p in reach(p)]
+    assert not cycles, f"import cycle through {cycles}"
+
+
+def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
+    """The checks above can fail: a retrieval module importing models is reported."""
+    fake = tmp_path / "utils" / "retrieval"
+    fake.mkdir(parents=True)
+    (fake / "bad.py").write_text("from models import build_model\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
+    assert {(s, d) for s, d, _ in edges()} == {("utils.retrieval", "models")}
+    with pytest.raises(AssertionError, match="lower layer imports a higher one"):
+        test_no_import_goes_up_a_layer()
+
+
+@pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.retrieval.code_cache",
+                                    "utils.data.lists", "utils.data.transforms"])
+def test_numpy_layers_do_not_load_paddle(module):
+    code = (f"import sys, {module}; bad = [m for m in ('paddle', 'models') if m in sys.modules]; "
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"importing {module} loaded {proc.stdout.strip()} {proc.stderr[-500:]}"
