@@ -11,10 +11,11 @@ import os
 import numpy as np
 
 from utils.fileio import atomic_path, write_json
+from utils.rundir import RunDir
 
 
 def cache_paths(directory, bit):
-    stem = os.path.join(directory, f"database_code_{bit}")
+    stem = os.path.join(directory, RunDir.database_codes_stem(bit))
     return stem + ".npy", stem + ".json"
 
 
