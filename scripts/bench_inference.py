@@ -1,5 +1,6 @@
-"""Throughput of the three ways to run a model, in one run on this machine: dygraph, Paddle Inference
-(static graph) and ONNX Runtime, on the same batches, with the same number of threads.
+"""Throughput of the ways to run a model, in one run on this machine: dygraph and every registered
+runtime (utils/deploy/runtimes.py: Paddle Inference, ONNX Runtime), on the same batches, with the same
+number of threads.
 
     python scripts/bench_inference.py                       # random-weight AlexNet, 64 bits, 224 px, batch 64
     python scripts/bench_inference.py --pretrained output/hashnet_64/best.pdparams --batches 5
@@ -63,25 +64,24 @@ def main(argv=None):
     args = parse_args(argv)
     import paddle
 
-    from export_model import export_onnx, export_paddle
-    from utils.deploy import DygraphEncoder, OnnxEncoder, PaddleInferenceEncoder, paddle_model_files
+    from utils.deploy import DygraphEncoder
+    from utils.deploy.runtimes import RUNTIMES
 
     paddle.set_num_threads(args.threads) if hasattr(paddle, "set_num_threads") else None
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.pretrained or random_checkpoint(args, tmp)
         dy = DygraphEncoder(ckpt)
         crop = dy.cfg["crop_size"]
-        export_paddle(dy.model, crop, os.path.join(tmp, "inference"))
-        model_file, params_file = paddle_model_files(tmp)
-        export_onnx(model_file, params_file, os.path.join(tmp, "inference.onnx"), 11)
+        for runtime in RUNTIMES.values():  # in registration order: a runtime may convert an earlier one's model
+            runtime.export(dy.model, crop, tmp, log=lambda _line: None, opset=11)
         rng = np.random.default_rng(0)
         batches = [rng.standard_normal((args.batch_size, 3, crop, crop)).astype(np.float32)
                    for _ in range(args.batches)]
-        engines = [dy, PaddleInferenceEncoder(tmp, threads=args.threads), OnnxEncoder(tmp, threads=args.threads)]
+        engines = [("dygraph", dy)] + [(name, rt.open(tmp, threads=args.threads)) for name, rt in RUNTIMES.items()]
         rows = []
-        for engine in engines:
+        for name, engine in engines:
             ips, out = throughput(engine, batches)
-            rows.append((engine.name, ips, out))
+            rows.append((name, ips, out))
     ref_ips, ref = rows[0][1], rows[0][2]
     print(f"{dy.cfg['method']} {dy.cfg['backbone']} {dy.cfg['bit']} bits, input {crop}px, batch {args.batch_size}, "
           f"{args.batches} timed batches, {args.threads} threads, CPU")

@@ -20,11 +20,34 @@ def trained(lite_single, tmp_path_factory):
 
 
 def test_export_writes_models_and_reports_agreement(trained):
+    from utils.deploy.runtimes import RUNTIMES
+
     inf = trained["inf"]
     for name in ("inference.json", "inference.pdiparams", "inference.onnx", "inference.yml"):
         assert (inf / name).is_file(), name
-    assert "check paddle vs dygraph" in trained["export_stdout"]
-    assert "identical code bits 100.00%" in trained["export_stdout"]
+    for runtime in RUNTIMES.values():  # every runtime's artefacts, each checked against dygraph
+        assert all((inf / name).is_file() for name in runtime.files), runtime.name
+        assert f"check {runtime.name:6s} vs dygraph" in trained["export_stdout"]
+    assert trained["export_stdout"].count("identical code bits 100.00%") == len(RUNTIMES)
+
+
+def test_runtime_registry_refuses_duplicates_and_unknown_backends():
+    from utils.deploy.runtimes import RUNTIMES, open_exported, register_runtime
+    from utils.errors import UserError
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_runtime(RUNTIMES["paddle"])
+    with pytest.raises(UserError, match="--backend tensorrt: choose one of paddle, onnx"):
+        open_exported("unused", "tensorrt")
+
+
+@pytest.mark.parametrize("script", ["deploy/inference_python/infer.py", "predict.py", "deploy/serving/app.py"])
+def test_every_registered_runtime_is_a_backend_choice(script):
+    from utils.deploy.runtimes import RUNTIMES
+
+    usage = run_cli([script, "-h"]).stdout
+    choices = usage.split("--backend {")[1].split("}")[0]
+    assert choices.split(",") == list(RUNTIMES)
 
 
 def test_export_rejects_contradicting_flag(trained, tmp_path):

@@ -1,4 +1,4 @@
-"""Hash images with an exported model in Paddle Inference or ONNX Runtime.
+"""Hash images with an exported model in one of the registered runtimes (Paddle Inference, ONNX Runtime).
 
     python deploy/inference_python/infer.py --model-dir output/inference --img demo.jpg
     python deploy/inference_python/infer.py --model-dir output/inference --img images/ --backend onnx \
@@ -17,6 +17,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from utils.deploy.runtimes import RUNTIMES, open_exported  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--model-dir", "--model_dir", dest="model_dir", required=True,
                    help="folder written by export_model.py (inference.yml + model files)")
     p.add_argument("--img", "--image_dir", dest="img", required=True, help="an image file or a folder of images")
-    p.add_argument("--backend", choices=("paddle", "onnx"), default="paddle", help="default %(default)s")
+    p.add_argument("--backend", choices=tuple(RUNTIMES), default="paddle", help="default %(default)s")
     p.add_argument("--use-gpu", "--use_gpu", dest="use_gpu", type=str2bool, nargs="?", const=True, default=False)
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
     p.add_argument("--cpu-threads", "--cpu_threads", dest="cpu_threads", type=int, default=None,
@@ -66,7 +67,7 @@ def list_images(path):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.deploy import Timer, encode_images, open_exported, read_inference_yml
+    from utils.deploy import Timer, encode_images, read_inference_yml
     from utils.fileio import save_npy
     from utils.retrieval import codes_to_hex
 

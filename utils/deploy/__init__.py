@@ -1,10 +1,11 @@
-"""Deployment: one interface over the three ways to run a trained model on a batch of images.
+"""Deployment: one interface over the ways to run a trained model on a batch of images.
 
     Encoder.run(batch float32 NCHW) -> continuous codes float32 (n, bit); sign(·) is the binary code.
 
 - `DygraphEncoder`: the checkpoint, rebuilt in Paddle's dynamic graph.
-- `PaddleInferenceEncoder`: `inference.json`/`.pdmodel` + `inference.pdiparams` from export_model.py.
-- `OnnxEncoder`: `inference.onnx` in ONNX Runtime.
+- the exported runtimes (Paddle Inference, ONNX Runtime): the registry in `utils/deploy/runtimes.py`,
+  their exporters and encoders, `open_exported(model_dir, backend)`.
+- `utils/deploy/searcher.py`: query-by-image search over a database (`open_search`).
 
 `inference.yml` (written by export_model.py next to the model files) carries what a deployed model
 needs besides its weights: preprocessing, code length, method, and the weights' fingerprint.
@@ -23,7 +24,6 @@ from utils.data.transforms import Preprocess
 
 YML = "inference.yml"
 PREFIX = "inference"
-BACKENDS = ("paddle", "onnx")
 
 
 # ----------------------------------------------------------------------------------------- inference.yml
@@ -57,23 +57,9 @@ def read_inference_yml(directory, flag="--model-dir"):
     return meta
 
 
-def paddle_model_files(directory):
-    """(model file, params file) of a Paddle static model: `inference.json` (Paddle 3, PIR) or
-    `inference.pdmodel` (Paddle 2.x)."""
-    params = os.path.join(directory, PREFIX + ".pdiparams")
-    for ext in (".json", ".pdmodel"):
-        model = os.path.join(directory, PREFIX + ext)
-        if os.path.isfile(model) and os.path.isfile(params):
-            return model, params
-    raise UserError(f"--model-dir {directory}: no {PREFIX}.json/.pdmodel + {PREFIX}.pdiparams there; "
-                    "run export_model.py --pretrained CKPT --output-dir DIR")
-
-
 # ----------------------------------------------------------------------------------------- encoders
 class DygraphEncoder:
     """A checkpoint in Paddle's dynamic graph (eval mode, no grad)."""
-
-    name = "dygraph"
 
     def __init__(self, ckpt_path, flag="--pretrained", use_gpu=False):
         import paddle
@@ -103,76 +89,6 @@ class DygraphEncoder:
     def run(self, batch):
         with self._paddle.no_grad():
             return self.model(self._paddle.to_tensor(np.ascontiguousarray(batch, np.float32))).numpy()
-
-
-class PaddleInferenceEncoder:
-    """An exported static model in Paddle Inference."""
-
-    name = "paddle"
-
-    def __init__(self, model_dir, use_gpu=False, threads=None, mkldnn=True):
-        import paddle.inference as pi
-
-        model_file, params_file = paddle_model_files(model_dir)
-        config = pi.Config(model_file, params_file)
-        if use_gpu:
-            config.enable_use_gpu(256, 0)
-        else:
-            config.disable_gpu()
-            # oneDNN: about 4x faster for AlexNet on CPU; export_model.py checks the exported graph
-            # against dygraph with it. Turn it off if a model misbehaves (some ops do in Paddle 3.3).
-            if mkldnn:
-                config.enable_mkldnn()
-            else:
-                config.disable_mkldnn()
-            config.set_cpu_math_library_num_threads(threads or os.cpu_count() or 1)
-        config.disable_glog_info()
-        config.switch_ir_optim(True)
-        self.predictor = pi.create_predictor(config)
-        self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-
-    def run(self, batch):
-        batch = np.ascontiguousarray(batch, np.float32)
-        self.input.reshape(batch.shape)
-        self.input.copy_from_cpu(batch)
-        self.predictor.run()
-        return self.output.copy_to_cpu()
-
-
-class OnnxEncoder:
-    """An exported ONNX model in ONNX Runtime."""
-
-    name = "onnx"
-
-    def __init__(self, model_dir, use_gpu=False, threads=None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime")
-        path = os.path.join(model_dir, PREFIX + ".onnx")
-        if not os.path.isfile(path):
-            raise UserError(f"--model-dir {model_dir}: no {PREFIX}.onnx there; export with "
-                            "python export_model.py --pretrained CKPT --output-dir DIR --onnx")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # paddle2onnx leaves unused initializers: ORT warns about each
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else ["CPUExecutionProvider"]
-        providers = [p for p in providers if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(path, options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def run(self, batch):
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
-
-
-def open_exported(model_dir, backend="paddle", use_gpu=False, threads=None, mkldnn=True):
-    if backend not in BACKENDS:
-        raise UserError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
-    if backend == "paddle":
-        return PaddleInferenceEncoder(model_dir, use_gpu, threads, mkldnn)
-    return OnnxEncoder(model_dir, use_gpu, threads)
 
 
 def encode_images(encoder, paths, preprocess, batch_size=32, timer=None, on_error=None):

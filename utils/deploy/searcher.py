@@ -56,10 +56,11 @@ def find_checkpoint(save_path, bit=None):
 def load_model(pretrained=None, model_dir=None, backend="paddle", use_gpu=False):
     """A Model from a checkpoint (dygraph) or from an export_model.py directory."""
     from utils import deploy
+    from utils.deploy.runtimes import open_exported
 
     if model_dir:
         meta = deploy.read_inference_yml(model_dir)
-        encoder = deploy.open_exported(model_dir, backend, use_gpu)
+        encoder = open_exported(model_dir, backend, use_gpu)
         return Model(encoder, meta["preprocess_obj"], int(meta["model"]["bit"]), meta["weights_fingerprint"],
                      model_dir, meta.get("trained_on") or {"dataset": meta["model"].get("dataset")})
     encoder = deploy.DygraphEncoder(pretrained, "--pretrained", use_gpu)
@@ -115,7 +116,9 @@ class Database:
 def add_database_args(parser):
     """The flags predict.py and the retrieval service share: runtime of an exported model and where the
     database is (each defaults to what training used)."""
-    parser.add_argument("--backend", choices=("paddle", "onnx"), default="paddle",
+    from utils.deploy.runtimes import RUNTIMES
+
+    parser.add_argument("--backend", choices=tuple(RUNTIMES), default="paddle",
                         help="for --model-dir (default paddle)")
     parser.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
     parser.add_argument("--data_path", "--data-path", dest="data_path", default=None,
