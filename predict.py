@@ -61,8 +61,10 @@ def query_labels(query_path, database, list_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    from utils.deploy.searcher import Database, Searcher, find_checkpoint, load_model, resolve_database
+    from utils.deploy.searcher import open_search
     from utils.data.transforms import ImageError, load_image
+    from utils.fileio import atomic_path
+    from utils.rundir import RunDir
 
     if args.topk <= 0:
         raise UserError(f"--topk must be positive, got {args.topk}")
@@ -72,36 +74,29 @@ def main(argv=None):
         query = load_image(args.img)
     except ImageError as exc:
         raise UserError(f"--img {args.img}: {exc}")
-    pretrained = None if args.model_dir else (args.pretrained or find_checkpoint(args.save_path, args.bit))
-    model = load_model(pretrained, args.model_dir, args.backend, args.use_gpu)
-    if args.bit is not None and model.bit != args.bit:
-        raise UserError(f"--bit {args.bit} but {model.source} makes {model.bit}-bit codes; pass --bit {model.bit}")
-    print(f"----- Pretrained: Load model state from {model.source}")
-    list_file, data_path = resolve_database(model, args.dataset, args.data_path, args.list_dir)
-    database = Database(list_file, data_path)
-    database.load_or_encode(model, args.save_path, args.batch_size, args.skip_bad_images)
-    searcher = Searcher(model, database)
-    _, results = searcher.search(query, min(args.topk, len(database.codes)))
-    best = results[0]
-    print(f"----- Predicted Hamm_min: {best[1]}")
-    print(f"----- Found Matched Pic: {best[3]}")
-    out_dir = os.path.join(args.save_path, "predict")
+    searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, args.bit, args.save_path,
+                           args.dataset, args.data_path, args.list_dir, args.batch_size, args.skip_bad_images,
+                           model_line="----- Pretrained: Load model state from {source}")
+    database = searcher.database
+    _, hits = searcher.search(query, min(args.topk, len(database.codes)))
+    best = hits[0]
+    print(f"----- Predicted Hamm_min: {best.distance}")
+    print(f"----- Found Matched Pic: {best.path}")
+    out_dir = RunDir(args.save_path).file(RunDir.PREDICT)
     os.makedirs(out_dir, exist_ok=True)
-    saved = os.path.join(out_dir, os.path.basename(best[3]))
-    from utils.fileio import atomic_path
-
+    saved = os.path.join(out_dir, os.path.basename(best.path))
     with atomic_path(saved) as tmp:
-        shutil.copyfile(best[3], tmp)
+        shutil.copyfile(best.path, tmp)
     print(f"----- Save Matched Pic in: {saved}")
     print(f"{'rank':>4}  {'hamming':>7}  {'path':<60}  labels")
-    for rank, dist, _, path, labels in results:
-        print(f"{rank:>4}  {dist:>7}  {path:<60}  {' '.join(map(str, labels))}")
+    for hit in hits:
+        print(f"{hit.rank:>4}  {hit.distance:>7}  {hit.path:<60}  {' '.join(map(str, hit.labels))}")
     if args.show:
         from utils.report.plots import save_montage
 
-        q_labels = query_labels(args.img, database, os.path.dirname(list_file))
+        q_labels = query_labels(args.img, database, os.path.dirname(database.list.list_file))
         stem = os.path.splitext(os.path.basename(args.img))[0]
-        png = save_montage(os.path.join(out_dir, f"{stem}_top{len(results)}.png"), args.img, q_labels, results)
+        png = save_montage(os.path.join(out_dir, f"{stem}_top{len(hits)}.png"), args.img, q_labels, hits)
         print(f"----- Save montage in: {png}")
 
 

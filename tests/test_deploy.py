@@ -60,6 +60,7 @@ def test_export_rejects_contradicting_flag(trained, tmp_path):
 
 def test_codes_identical_across_dygraph_paddle_inference_and_onnx(trained, tmp_path):
     from utils.deploy import DygraphEncoder, encode_images
+    from utils.deploy.runtimes import RUNTIMES
     from utils.retrieval import codes_to_hex
 
     img_dir = os.path.join(trained["data"]["root"], "test")
@@ -68,7 +69,7 @@ def test_codes_identical_across_dygraph_paddle_inference_and_onnx(trained, tmp_p
     raw, kept = encode_images(dy, paths, dy.preprocess, batch_size=5)
     assert kept == paths
     ref = np.where(raw > 0, 1, -1).astype(np.int8)
-    for backend in ("paddle", "onnx"):
+    for backend in RUNTIMES:
         npy = tmp_path / f"{backend}.npy"
         proc = run_cli(["deploy/inference_python/infer.py", "--model-dir", trained["inf"], "--img", img_dir,
                         "--backend", backend, "--batch-size", 4, "--save-codes", npy])
@@ -188,11 +189,13 @@ def test_predict_cache_is_rebuilt_only_when_something_changed(trained, tmp_path)
 
 def test_predict_with_exported_model_shares_the_cache(trained, tmp_path):
     """Same weights, list, root and preprocessing → an exported model reuses the checkpoint's cache."""
+    from utils.deploy.runtimes import RUNTIMES
+
     data = trained["data"]
     shutil.copy(trained["run"] / "database_code_16.npy", tmp_path)
     shutil.copy(trained["run"] / "database_code_16.json", tmp_path)
     query = os.path.join(data["root"], open(os.path.join(data["list_dir"], "test.txt")).readline().split()[0])
-    for backend in ("paddle", "onnx"):
+    for backend in RUNTIMES:
         out = _predict(tmp_path, query, "--model-dir", trained["inf"], "--backend", backend).stdout
         assert "Load code of database" in out
 
@@ -208,3 +211,30 @@ def test_predict_errors_are_one_line(trained, tmp_path):
     proc = run_cli(["predict.py", "--bit", 32, "--img", img, "--pretrained", trained["run"] / "best.pdparams"],
                    check=False)
     assert proc.returncode == 2 and "--bit 32" in proc.stderr and "16-bit" in proc.stderr
+
+
+def test_hit_fields():
+    import dataclasses
+
+    from utils.deploy.searcher import Hit
+
+    assert [f.name for f in dataclasses.fields(Hit)] == ["rank", "distance", "index", "path", "labels"]
+    hit = Hit(1, 0, 7, "root/a.jpg", [2])
+    assert (hit.rank, hit.distance, hit.index, hit.path, hit.labels) == (1, 0, 7, "root/a.jpg", [2])
+
+
+def test_predict_empty_database_is_one_line_error(trained, tmp_path):
+    """Every database image unreadable and skipped: the same error as the service, not a traceback."""
+    data = trained["data"]
+    root, lists = tmp_path / "images", tmp_path / "lists"
+    root.mkdir()
+    lists.mkdir()
+    (root / "broken.jpg").write_text("not an image")
+    labels = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[1:]
+    (lists / "database.txt").write_text(" ".join(["broken.jpg", *labels]) + "\n")
+    test_dir = os.path.join(data["root"], "test")
+    query = os.path.join(test_dir, sorted(os.listdir(test_dir))[0])
+    proc = run_cli(["predict.py", "--img", query, "--pretrained", trained["run"] / "best.pdparams", "--save_path",
+                    tmp_path / "save", "--data_path", root, "--list-dir", lists, "--skip-bad-images"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == f"error: {lists / 'database.txt'}: no database image could be encoded"

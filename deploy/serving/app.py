@@ -160,8 +160,8 @@ class Service:
         with self._lock:
             code, found = self.searcher.search(image, k)
         paths = self.database.list.paths
-        results = [{"rank": rank, "distance": dist, "index": pos, "path": paths[pos], "labels": labels}
-                   for rank, dist, pos, _, labels in found]
+        results = [{"rank": hit.rank, "distance": hit.distance, "index": hit.index, "path": paths[hit.index],
+                    "labels": hit.labels} for hit in found]
         return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}
 
 
@@ -259,17 +259,11 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
 
 def build_service(args, log=print):
     """Load the model and the database codes (from the cache, or encoded now)."""
-    from utils.deploy.searcher import Database, Searcher, load_model, resolve_database
+    from utils.deploy.searcher import open_search
 
-    model = load_model(args.pretrained, args.model_dir, args.backend, args.use_gpu)
-    log(f"----- Model: {model.source} ({model.bit} bits)")
-    list_file, data_path = resolve_database(model, args.dataset, args.data_path, args.list_dir)
-    database = Database(list_file, data_path)
-    database.load_or_encode(model, args.save_path, args.batch_size, args.skip_bad_images, log=log)
-    if not len(database.codes):
-        raise UserError(f"{list_file}: no database image could be encoded")
-    backend = args.backend if args.model_dir else "dygraph"
-    service = Service(Searcher(model, database), backend)
+    searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, None, args.save_path,
+                           args.dataset, args.data_path, args.list_dir, args.batch_size, args.skip_bad_images, log=log)
+    service = Service(searcher, args.backend if args.model_dir else "dygraph")
     service.warm_up()
     return service
 

@@ -1,7 +1,9 @@
 """Query-by-image search over a database list: a model (a checkpoint in dygraph, or an exported model
-in Paddle Inference / ONNX Runtime), the database codes (cached in `database_code_<bit>.npy`, rebuilt
+in one of the registered runtimes), the database codes (cached in `database_code_<bit>.npy`, rebuilt
 when the weights, the list, the image root or the preprocessing change), and the retrieval engine.
-Used by predict.py and the retrieval service.
+
+    searcher = open_search(pretrained=..., model_dir=..., backend=..., save_path=...)  # predict.py, the service
+    code, hits = searcher.search(pil_image, k)  # hits: [Hit(rank, distance, index, path, labels)]
 """
 import glob
 import json
@@ -13,6 +15,18 @@ import numpy as np
 from utils.retrieval.code_cache import cache_paths, load_codes, make_fingerprint, save_codes
 from utils.errors import UserError
 from utils.data.lists import read_list
+from utils.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    rank: int  # 1 = closest
+    distance: int  # Hamming distance to the query
+    index: int  # position in the database list
+    path: str  # the image file (image root joined with the list's path)
+    labels: list  # the label indices of the database image
 
 
 @dataclass
@@ -30,13 +44,13 @@ class Model:
 def find_checkpoint(save_path, bit=None):
     """The checkpoint training left: `<save_path>/best.pdparams`, else the one run under `<save_path>/*/`
     (whose run.json has `bit`, when given)."""
-    direct = os.path.join(save_path, "best.pdparams")
+    direct = RunDir(save_path).best
     candidates = [direct] if os.path.isfile(direct) else \
-        sorted(glob.glob(os.path.join(save_path, "*", "best.pdparams")))
+        sorted(glob.glob(os.path.join(save_path, "*", RunDir.BEST)))
     matching = []
     for path in candidates:
         try:
-            with open(os.path.join(os.path.dirname(path), "run.json"), encoding="utf-8") as f:
+            with open(RunDir(os.path.dirname(path)).run_json, encoding="utf-8") as f:
                 run_bit = json.load(f).get("bit")
         except (OSError, ValueError):
             run_bit = None
@@ -46,7 +60,7 @@ def find_checkpoint(save_path, bit=None):
         return matching[0]
     what = f"{bit}-bit checkpoint" if bit else "checkpoint"
     if not matching:
-        raise UserError(f"no {what} found in --save_path {save_path} (looked for best.pdparams there and "
+        raise UserError(f"no {what} found in --save_path {save_path} (looked for {RunDir.BEST} there and "
                         f"in its sub-folders); train one (main_single_gpu.py --output {save_path}) "
                         "or pass --pretrained CKPT / --model-dir DIR")
     raise UserError(f"several {what}s under --save_path {save_path}: {', '.join(matching)}; "
@@ -155,12 +169,33 @@ class Searcher:
         return np.where(self.model.encoder.run(batch) > 0, 1, -1).astype(np.int8)
 
     def search(self, image, k):
-        """→ (code ±1 (bit,), [(rank, distance, list position, path, labels)])"""
+        """→ (code ±1 (bit,), [Hit], closest first)"""
         code = self.encode([image])
         dist, idx = self.index.search(code, k)
-        results = []
+        hits = []
         for rank, (d, j) in enumerate(zip(dist[0], idx[0]), start=1):
             pos = int(self.database.indices[j])
             labels = [int(c) for c in np.flatnonzero(self.database.list.labels[pos])]
-            results.append((rank, int(d), pos, self.database.path(pos), labels))
-        return code[0], results
+            hits.append(Hit(rank, int(d), pos, self.database.path(pos), labels))
+        return code[0], hits
+
+
+def open_search(pretrained=None, model_dir=None, backend="paddle", use_gpu=False, bit=None, save_path="./output",
+                dataset=None, data_path=None, list_dir=None, batch_size=32, skip_bad=False,
+                model_line="----- Model: {source} ({bit} bits)", log=print):
+    """The start-up predict.py and the service share: the model (`model_dir` in `backend`, else the
+    checkpoint `pretrained`, else the one training left in `save_path`, see find_checkpoint), checked
+    against `bit` when given and announced with `model_line`; the database (flags, else what the model
+    was trained on) and its codes (the cache in `save_path`, or encoded now). An empty database (every
+    image unreadable and skipped) is an error. → a Searcher."""
+    pretrained = None if model_dir else (pretrained or find_checkpoint(save_path, bit))
+    model = load_model(pretrained, model_dir, backend, use_gpu)
+    if bit is not None and model.bit != bit:
+        raise UserError(f"--bit {bit} but {model.source} makes {model.bit}-bit codes; pass --bit {model.bit}")
+    log(model_line.format(source=model.source, bit=model.bit))
+    list_file, data_path = resolve_database(model, dataset, data_path, list_dir)
+    database = Database(list_file, data_path)
+    database.load_or_encode(model, save_path, batch_size, skip_bad, log=log)
+    if not len(database.codes):
+        raise UserError(f"{list_file}: no database image could be encoded")
+    return Searcher(model, database)

@@ -18,18 +18,19 @@ def _save(fig, path):
     return path
 
 
-def save_montage(path, query_path, query_labels, results, thumb=128):
-    """The query and its top-k in one row (wrapping every 6), each with its Hamming distance. When the
-    query's labels are known, a result sharing a label gets a green border, others red."""
-    cols = min(6, len(results) + 1)
-    rows = int(np.ceil((len(results) + 1) / cols))
+def save_montage(path, query_path, query_labels, hits, thumb=128):
+    """The query and its top-k hits (utils.deploy.searcher.Hit: rank, distance, path, labels) in one row
+    (wrapping every 6), each with its Hamming distance. When the query's labels are known, a hit sharing
+    a label gets a green border, others red."""
+    cols = min(6, len(hits) + 1)
+    rows = int(np.ceil((len(hits) + 1) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     tiles = [(query_path, "query" + (f"\nlabels {' '.join(map(str, query_labels))}" if query_labels else ""), None)]
-    for rank, dist, _, p, labels in results:
-        relevant = None if query_labels is None else bool(set(labels) & set(query_labels))
-        tiles.append((p, f"#{rank}  d={dist}\n{os.path.basename(p)}", relevant))
+    for hit in hits:
+        relevant = None if query_labels is None else bool(set(hit.labels) & set(query_labels))
+        tiles.append((hit.path, f"#{hit.rank}  d={hit.distance}\n{os.path.basename(hit.path)}", relevant))
     for ax, (p, title, relevant) in zip(axes.flat, tiles):
         with Image.open(p) as img:
             img = img.convert("RGB")
