@@ -308,7 +308,7 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
     os.makedirs(rdir, exist_ok=True)
     title = _title(method, bit, dataset)
 
-    qb, db = diagnostics.binarize(q), diagnostics.binarize(d)
+    qb, db = retrieval.binarize(q), retrieval.binarize(d)
     ql, dl = np.asarray(query_labels), np.asarray(db_labels)
 
     # --- retrieval metrics (utils.retrieval)
