@@ -37,9 +37,8 @@ from utils.report.plots import _arr, plot_bit_balance, plot_hamming_hist, plot_p
 log = logging.getLogger("deephash")
 
 __all__ = ["write_report", "compute_report", "plot_training_curves", "plot_pr_curves", "plot_hamming_hist",
-           "plot_bit_balance", "load_pr_curve", "REPORT_DIR"]
+           "plot_bit_balance", "load_pr_curve"]
 
-REPORT_DIR = RunDir.REPORT
 PRECISION_KS = (1, 10, 100)
 
 
