@@ -15,7 +15,9 @@ writes, atomically:
     report/training_curves.png  loss and mAP per epoch, when <out_dir>/train_log.csv exists
     report/report.md        the numbers and the pictures (relative links; renders on GitHub)
 
-All ranking and metrics go through `utils.retrieval`; no Paddle here. Query / database codes are the
+`compute_report` computes the numbers (the metrics dict and the curves), `write_report` calls it and
+writes the files; the pictures are drawn by `utils.report.plots`. All ranking, metrics and the sign rule
+(`retrieval.binarize`) go through `utils.retrieval`; no Paddle here. Query / database codes are the
 continuous network outputs (their sign is the binary code; bit 1 where > 0) or already-binary codes
 with ``continuous=False`` (then there is no quantisation error).
 """

@@ -15,6 +15,8 @@ Every function takes codes in one of two forms (see `as_packed`):
   unpacked operand, else ``8 * n_bytes``); padding bits are cleared.
 
 A uint8 array is *always* read as packed. Keep {0, 1} codes as bool or int8, or pack them yourself.
+`binarize` is the one sign rule of the project (±1 int8, 1 where > 0); `code_words` and `popcount` are
+the packing and bit count behind every distance here, for callers that pair codes themselves.
 
 Ranking rule
 ------------
