@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.errors import UserError, cli_entry  # noqa: E402
+from utils.rundir import RunDir  # noqa: E402
 
 REQUIRED = ("method", "bit", "map")
 
@@ -42,7 +43,7 @@ def _is_number(v):
 
 def load_run(arg):
     """OUT dir or metrics.json → (run dir, metrics dict); UserError naming the file when unusable."""
-    path = arg if os.path.isfile(arg) else os.path.join(arg, "metrics.json")
+    path = arg if os.path.isfile(arg) else RunDir(arg).metrics
     run_dir = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(path):
         raise UserError(f"{path}: not found (pass a training --output directory that holds metrics.json)")
@@ -75,7 +76,7 @@ def _topk(m):
 def _report_value(run_dir, key):
     """A number from <run>/report/metrics.json (the evaluation report), or None."""
     try:
-        with open(os.path.join(run_dir, "report", "metrics.json"), encoding="utf-8") as f:
+        with open(RunDir(run_dir).report_metrics, encoding="utf-8") as f:
             value = json.load(f).get(key)
     except (OSError, ValueError, AttributeError):
         return None
@@ -140,11 +141,12 @@ def build_tables(runs, mode="paren", digits=4):
 
 
 def plot_runs(runs, png):
-    from utils.report import REPORT_DIR, load_pr_curve, plot_pr_curves
+    from utils.report import load_pr_curve
+    from utils.report.plots import plot_pr_curves
 
     curves = []
     for run_dir, m in runs:
-        path = os.path.join(run_dir, REPORT_DIR, "pr_curve.json")
+        path = os.path.join(RunDir(run_dir).report, "pr_curve.json")
         if not os.path.exists(path) and os.path.exists(os.path.join(run_dir, "pr_curve.json")):
             path = os.path.join(run_dir, "pr_curve.json")  # OUT/report/metrics.json was given
         if not os.path.exists(path):

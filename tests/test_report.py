@@ -11,7 +11,7 @@ from PIL import Image
 from tests.helpers import run_cli
 from utils import retrieval
 from utils.report import diagnostics
-from utils.report import plot_training_curves, write_report
+from utils.report import _clean, compute_report, plot_training_curves, write_report
 
 
 def one_hot(classes, n_classes):
@@ -212,6 +212,33 @@ def test_write_report_binary_codes_and_given_map(tmp_path):
     assert str(len(d)) in m["precision_at_k"]
     assert not (tmp_path / "report" / "training_curves.png").exists()
     assert "quantisation" not in (tmp_path / "report" / "report.md").read_text().split("## Pictures")[0]
+
+
+def test_write_report_layout_is_compute_report_plus_files(tmp_path):
+    """metrics.json: the keys (and their order) that write_report wrote before it was split into
+    compute_report and the writing; the numbers are compute_report's, timings one entry per step."""
+    q, d, ql, dl, cb = synthetic(2, 0.2, n_q=30, n_db=120)
+    kw = dict(topk=20, method="orthohash", bit=16, codebook=cb, dataset="synthetic", max_pairs=1000)
+    m = write_report(str(tmp_path), q, d, ql, dl, **kw)
+    assert list(m) == ["method", "bit", "dataset", "topk", "num_query", "num_database", "num_classes", "multi_label",
+                       "map", "map_tie_aware", "map_random_codes", "precision_at_k", "recall_at_k",
+                       "precision_at_topk", "recall_at_topk", "diagnostics", "extra", "timings_seconds", "files"]
+    assert list(m["diagnostics"]) == ["bit_balance", "bit_correlation", "quantization_error", "distinct_codes",
+                                      "hamming", "codebook", "labels_per_database_item"]
+    assert list(m["timings_seconds"]) == ["map", "map_random_codes", "precision_recall_at_k", "pr_curve",
+                                          "bit_balance", "bit_correlation", "quantization_error", "distinct_codes",
+                                          "hamming_intra_inter", "codebook", "plots", "total"]
+    assert m["files"] == ["bit_balance.png", "hamming_hist.png", "pr_curve.png", "hamming_hist.json",
+                          "pr_curve.json", "report.md"]
+    assert sorted(os.listdir(tmp_path / "report")) == sorted(m["files"] + ["metrics.json"])
+    computed, curves = compute_report(q, d, ql, dl, **kw)
+    assert list(computed["timings_seconds"]) == list(m["timings_seconds"])[:-2]
+    strip = {"timings_seconds", "files"}
+    assert json.loads(json.dumps(_clean({k: v for k, v in computed.items() if k not in strip}))) == \
+        {k: v for k, v in m.items() if k not in strip}
+    hist = json.loads((tmp_path / "report" / "hamming_hist.json").read_text())
+    assert hist["hist_intra"] == pytest.approx(list(curves["hamming_hist"]["hist_intra"]))
+    assert curves["bit_correlation"].shape == (16, 16)
 
 
 def test_plot_training_curves_without_evaluated_epochs(tmp_path):

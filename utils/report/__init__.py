@@ -15,11 +15,13 @@ writes, atomically:
     report/training_curves.png  loss and mAP per epoch, when <out_dir>/train_log.csv exists
     report/report.md        the numbers and the pictures (relative links; renders on GitHub)
 
-All ranking and metrics go through `utils.retrieval`; no Paddle here. Query / database codes are the
+`compute_report` computes the numbers (the metrics dict and the curves), `write_report` calls it and
+writes the files; the pictures are drawn by `utils.report.plots`. All ranking, metrics and the sign rule
+(`retrieval.binarize`) go through `utils.retrieval`; no Paddle here. Query / database codes are the
 continuous network outputs (their sign is the binary code; bit 1 where > 0) or already-binary codes
 with ``continuous=False`` (then there is no quantisation error).
 """
-import csv
+import contextlib
 import logging
 import math
 import os
@@ -31,16 +33,15 @@ from utils import retrieval
 from utils.report import diagnostics
 from utils.errors import UserError
 from utils.fileio import write_json, write_text
-from utils.report.plots import _save, plt
+from utils.rundir import RunDir
+from utils.report.plots import _arr, plot_bit_balance, plot_hamming_hist, plot_pr_curves, plot_training_curves
 
 log = logging.getLogger("deephash")
 
-__all__ = ["write_report", "plot_training_curves", "plot_pr_curves", "plot_hamming_hist", "plot_bit_balance",
-           "load_pr_curve", "REPORT_DIR"]
+__all__ = ["write_report", "compute_report", "plot_training_curves", "plot_pr_curves", "plot_hamming_hist",
+           "plot_bit_balance", "load_pr_curve"]
 
-REPORT_DIR = "report"
 PRECISION_KS = (1, 10, 100)
-INTRA_COLOR, INTER_COLOR = "tab:blue", "tab:red"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -62,11 +63,6 @@ def _clean(obj):
     return obj
 
 
-def _arr(values):
-    """JSON list with None → float64 array with NaN."""
-    return np.array([np.nan if v is None else v for v in values], np.float64)
-
-
 def _fmt(v, digits=4):
     if v is None:
         return "–"
@@ -84,182 +80,6 @@ def _title(method, bit, dataset):
     return ", ".join(parts)
 
 
-# ------------------------------------------------------------------------------------------- plots
-def plot_pr_curves(curves, png, title=None, by_radius=True):
-    """Precision–recall over Hamming radius for one or more runs → PNG.
-
-    curves: list of dicts with "label", "precision", "recall" (per radius 0..bits; NaN where no query
-    retrieves anything) and optionally "radius". With by_radius a second panel shows precision (solid)
-    and recall (dashed) against the radius.
-    """
-    ncols = 2 if by_radius else 1
-    many = len(curves) > 6  # legend beside the axes, not over the curves
-    fig, axes = plt.subplots(1, ncols, figsize=(6.2 * ncols + (3.6 if many else 0), 4.6), squeeze=False)
-    ax = axes[0, 0]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    if len(curves) > len(colors):  # one distinct colour per run
-        colors = [plt.get_cmap("tab20")(i % 20) for i in range(len(curves))]
-    for i, c in enumerate(curves):
-        color = colors[i % len(colors)]
-        p, r = _arr(c["precision"]), _arr(c["recall"])
-        radius = np.arange(len(p)) if c.get("radius") is None else np.asarray(c["radius"])
-        ok = np.isfinite(p) & np.isfinite(r)
-        ax.plot(r[ok], p[ok], "-o", ms=3, color=color, label=c["label"])
-        if len(curves) == 1:  # label the radii whose points are not crowded together
-            last = None
-            for j in np.nonzero(ok)[0]:
-                if last is None or np.hypot(r[j] - r[last], p[j] - p[last]) > 0.09:
-                    ax.annotate(f"r={radius[j]}", (r[j], p[j]), textcoords="offset points", xytext=(4, 4),
-                                fontsize=7)
-                    last = j
-        if by_radius:
-            axes[0, 1].plot(radius, p, "-", color=color, label=f"precision {c['label']}" if len(curves) > 1 else
-                            "precision")
-            axes[0, 1].plot(radius, r, "--", color=color, label=f"recall {c['label']}" if len(curves) > 1 else
-                            "recall")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title("precision–recall (Hamming ball of radius r)" if by_radius or not title else title)
-    if many and not by_radius:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    else:
-        ax.legend(fontsize=8, loc="best")
-    if by_radius:
-        ax2 = axes[0, 1]
-        ax2.set_xlabel("Hamming radius r (retrieve distance ≤ r)")
-        ax2.set_ylabel("mean over queries")
-        ax2.set_ylim(-0.02, 1.02)
-        ax2.grid(alpha=0.3)
-        ax2.set_title("precision and recall against the radius")
-        ax2.legend(fontsize=8, loc="best")
-    if title and by_radius:
-        fig.suptitle(title)
-    return _save(fig, png)
-
-
-def plot_hamming_hist(hist, png, title=None):
-    """Normalised intra- and inter-class Hamming distance histograms with the gap between their means
-    annotated (OrthoHash, Fig. 3). `hist` is the dict from `diagnostics.hamming_intra_inter` (or the
-    report's hamming_hist.json)."""
-    p_in, p_out = _arr(hist["hist_intra"]), _arr(hist["hist_inter"])
-    m_in, m_out = hist.get("mean_intra"), hist.get("mean_inter")
-    x = np.arange(len(p_in))
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for p, m, color, name, n in ((p_in, m_in, INTRA_COLOR, "intra-class (relevant)", hist["n_intra_pairs"]),
-                                 (p_out, m_out, INTER_COLOR, "inter-class (irrelevant)", hist["n_inter_pairs"])):
-        if np.isfinite(p).any():
-            ax.bar(x, np.nan_to_num(p), width=1.0, alpha=0.55, color=color,
-                   label=f"{name}: {n:,} pairs, mean {m:.2f} (dashed)")
-            ax.axvline(m, color=color, ls="--", lw=1.2)
-    top = max(np.nanmax(np.r_[p_in, p_out, 0.0]), 1e-6)
-    if m_in is not None and m_out is not None:
-        y = top * 1.1
-        ax.annotate("", xy=(m_out, y), xytext=(m_in, y), arrowprops=dict(arrowstyle="<->", color="black", lw=1.5))
-        ax.text(max(m_in, m_out) + 0.012 * len(x) + 0.3, y, f"gap = E[D_inter] − E[D_intra] = {m_out - m_in:.2f}",
-                ha="left", va="center", fontsize=10, fontweight="bold")
-    ax.set_ylim(0, top * 1.32)
-    ax.set_xlim(-0.5, len(x) - 0.5)
-    ax.set_xlabel("Hamming distance between query and database code")
-    ax.set_ylabel("share of pairs (each histogram sums to 1)")
-    sampled = "all pairs" if hist.get("exact") else "sampled pairs"
-    ax.set_title((title + "\n" if title else "") + f"intra- vs inter-class Hamming distances ({sampled})",
-                 fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
-    ax.grid(alpha=0.3, axis="y")
-    return _save(fig, png)
-
-
-def plot_bit_balance(balance, corr=None, png=None, title=None):
-    """Mean of each ±1 bit over the database (0 = balanced), and the |Pearson correlation| between bits
-    (grey: a constant bit, no correlation defined)."""
-    balance = _arr(balance)
-    bits = len(balance)
-    ncols = 2 if corr is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.4), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.4, 1]} if ncols == 2 else None)
-    ax = axes[0, 0]
-    colors = np.where(np.abs(balance) > 0.5, "tab:red", np.where(np.abs(balance) > 0.2, "tab:orange", "tab:green"))
-    ax.bar(np.arange(bits), balance, width=0.85, color=colors)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylim(-1.05, 1.05)
-    ax.set_xlim(-0.7, bits - 0.3)
-    ax.set_xlabel("bit")
-    ax.set_ylabel("mean of the ±1 bit over the database")
-    mx = np.nanmax(np.abs(balance)) if bits else float("nan")
-    ax.set_title(f"bit balance: max |mean| {mx:.3f}, mean |mean| {np.nanmean(np.abs(balance)):.3f}", fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
-    if corr is not None:
-        c = np.abs(np.asarray(corr, np.float64))
-        c[np.eye(len(c), dtype=bool)] = np.nan  # the diagonal (1) would only hide the scale
-        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-        im = axes[0, 1].imshow(np.ma.masked_invalid(c), vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
-        axes[0, 1].set_title("|correlation| between bits (database; grey: diagonal, constant bits)", fontsize=9)
-        axes[0, 1].set_xlabel("bit")
-        axes[0, 1].set_ylabel("bit")
-        fig.colorbar(im, ax=axes[0, 1], fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, png)
-
-
-def _read_train_log(path):
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the training log ({exc.strerror})")
-    if not rows or "epoch" not in rows[0] or "loss" not in rows[0]:
-        raise UserError(f"{path}: not a train_log.csv (need a header with epoch, loss, map and at least one row)")
-
-    def num(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    cols = {k: np.array([num(r.get(k)) for r in rows]) for k in ("epoch", "lr", "loss", "map", "map_tie_aware")}
-    return cols
-
-
-def plot_training_curves(train_log_csv, png):
-    """train_log.csv (epoch, lr, loss, map, map_tie_aware, seconds; map empty on epochs without
-    evaluation) → loss per epoch and mAP per evaluated epoch, side by side. Returns the PNG path."""
-    c = _read_train_log(train_log_csv)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    ok = np.isfinite(c["loss"])
-    a1.plot(c["epoch"][ok], c["loss"][ok], "-o", ms=3, color="tab:purple")
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("training loss (epoch mean)")
-    a1.set_title("loss")
-    a1.grid(alpha=0.3)
-    ev = np.isfinite(c["map"])
-    if ev.any():
-        a2.plot(c["epoch"][ev], c["map"][ev], "-o", ms=4, label="mAP (ties by index)")
-        tie = ev & np.isfinite(c["map_tie_aware"])
-        if tie.any():
-            a2.plot(c["epoch"][tie], c["map_tie_aware"][tie], "--s", ms=3, label="mAP (tie-aware)")
-        best = int(np.nanargmax(np.where(ev, c["map"], np.nan)))
-        a2.annotate(f"best {c['map'][best]:.4f}\n(epoch {int(c['epoch'][best])})", (c["epoch"][best], c["map"][best]),
-                    textcoords="offset points", xytext=(0, -28), ha="center", fontsize=8)
-        a2.legend(fontsize=8)
-    else:
-        a2.text(0.5, 0.5, "no evaluated epoch yet", ha="center", va="center", transform=a2.transAxes)
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("mAP")
-    a2.set_title("mAP on evaluated epochs")
-    a2.grid(alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
-
-    if len(c["epoch"]):
-        for a in (a1, a2):
-            a.xaxis.set_major_locator(MaxNLocator(integer=True))
-            a.set_xlim(np.nanmin(c["epoch"]) - 0.5, np.nanmax(c["epoch"]) + 0.5)
-    return _save(fig, png)
-
-
 def load_pr_curve(path):
     """report/pr_curve.json → dict with float arrays precision, recall, radius (NaN for null)."""
     import json
@@ -274,28 +94,29 @@ def load_pr_curve(path):
     return data
 
 
+class _Timings(dict):
+    """Seconds per step, in the order the steps ran: ``with timings("map"): ...`` records timings["map"]."""
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        t0 = time.time()
+        yield
+        self[name] = round(time.time() - t0, 3)
+
+
 # ------------------------------------------------------------------------------------------ report
-def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=None, method="", bit=None,
-                 codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
-                 map_tie_aware=None, train_log=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
-                 max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0):
-    """Write `<out_dir>/report/` (see the module docstring); return the metrics dict (as in metrics.json).
+def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, method="", bit=None,
+                   codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
+                   map_tie_aware=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
+                   max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0):
+    """The report's numbers, nothing written → (metrics, curves).
 
-    query_codes (nq, bits), db_codes (n_db, bits): continuous outputs (sign → binary code), or binary
-    codes with continuous=False. query_labels / db_labels: 0/1 (n, C). topk: mAP / precision / recall cut
-    (None or -1: the whole database). codebook: (C, bits) ±1 targets of codebook methods (OrthoHash).
-    map_value / map_tie_aware: pass the engine's values to skip recomputing them (the two mAP passes are
-    most of the cost on a large database). train_log: path of a train_log.csv to plot (default
-    <out_dir>/train_log.csv when it exists). extra: JSON-able dict stored under "extra" and listed in
-    report.md (epoch, backbone, checkpoint, ...). max_pairs / max_corr_codes / seed: sampling of the
-    distance histograms and the bit correlation (see utils.report.diagnostics).
+    metrics: the dict of report/metrics.json without "files" (numpy values, not yet JSON-cleaned), its
+    "timings_seconds" holding the time of each step. curves: what the data files and pictures need beyond
+    it, {"pr": PRCurve, "hamming_hist": the full histograms, "bit_correlation": the bits × bits matrix}.
+    Arguments as in `write_report`.
     """
-    t_start = time.time()
-    timings = {}
-
-    def lap(name, t0):
-        timings[name] = round(time.time() - t0, 3)
-
+    timings = _Timings()
     q, d = np.asarray(query_codes), np.asarray(db_codes)
     if q.ndim != 2 or d.ndim != 2 or q.shape[1] != d.shape[1]:
         raise ValueError(f"query codes {q.shape} and database codes {d.shape} must be (n, bits) with equal bits")
@@ -304,51 +125,38 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
         raise ValueError(f"bit={bit} but the codes have {d.shape[1]} bits")
     topk = None if topk is None or int(topk) == -1 else int(topk)
     k_eff = len(d) if topk is None else min(topk, len(d))
-    rdir = os.path.join(out_dir, REPORT_DIR)
-    os.makedirs(rdir, exist_ok=True)
-    title = _title(method, bit, dataset)
 
-    qb, db = diagnostics.binarize(q), diagnostics.binarize(d)
+    qb, db = retrieval.binarize(q), retrieval.binarize(d)
     ql, dl = np.asarray(query_labels), np.asarray(db_labels)
 
     # --- retrieval metrics (utils.retrieval)
-    t0 = time.time()
-    if map_value is None:
-        map_value = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk)
-    if map_tie_aware is None:
-        map_tie_aware = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, tie_aware=True)
-    lap("map", t0)
-    t0 = time.time()
-    map_random = diagnostics.random_code_map(ql, dl, bit, topk=topk, seed=seed)
-    lap("map_random_codes", t0)
-    t0 = time.time()
-    ks = sorted({min(k, len(d)) for k in PRECISION_KS} | {k_eff})
-    prec, rec = retrieval.precision_recall_at_k(qb, db, ql, dl, ks)
-    lap("precision_recall_at_k", t0)
-    t0 = time.time()
-    pr = retrieval.pr_curve_hamming_radius(qb, db, ql, dl)
-    lap("pr_curve", t0)
+    with timings("map"):
+        if map_value is None:
+            map_value = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk)
+        if map_tie_aware is None:
+            map_tie_aware = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, tie_aware=True)
+    with timings("map_random_codes"):
+        map_random = diagnostics.random_code_map(ql, dl, bit, topk=topk, seed=seed)
+    with timings("precision_recall_at_k"):
+        ks = sorted({min(k, len(d)) for k in PRECISION_KS} | {k_eff})
+        prec, rec = retrieval.precision_recall_at_k(qb, db, ql, dl, ks)
+    with timings("pr_curve"):
+        pr = retrieval.pr_curve_hamming_radius(qb, db, ql, dl)
 
     # --- code diagnostics (utils.report.diagnostics), on the database codes
-    t0 = time.time()
-    balance = diagnostics.bit_balance(db)
-    lap("bit_balance", t0)
-    t0 = time.time()
-    corr = diagnostics.bit_correlation(db, max_codes=max_corr_codes, seed=seed)
-    lap("bit_correlation", t0)
-    t0 = time.time()
-    qerr = diagnostics.quantization_error(d) if continuous else None
-    lap("quantization_error", t0)
-    t0 = time.time()
-    n_distinct, distinct_share = diagnostics.distinct_codes(db)
-    lap("distinct_codes", t0)
-    t0 = time.time()
-    hist = diagnostics.hamming_intra_inter(qb, db, ql, dl, max_pairs=max_pairs, seed=seed)
-    lap("hamming_intra_inter", t0)
-    t0 = time.time()
-    cb = diagnostics.codebook_stats(codebook, db, dl, max_codes=max_corr_codes, seed=seed) \
-        if codebook is not None else None
-    lap("codebook", t0)
+    with timings("bit_balance"):
+        balance = diagnostics.bit_balance(db)
+    with timings("bit_correlation"):
+        corr = diagnostics.bit_correlation(db, max_codes=max_corr_codes, seed=seed)
+    with timings("quantization_error"):
+        qerr = diagnostics.quantization_error(d) if continuous else None
+    with timings("distinct_codes"):
+        n_distinct, distinct_share = diagnostics.distinct_codes(db)
+    with timings("hamming_intra_inter"):
+        hist = diagnostics.hamming_intra_inter(qb, db, ql, dl, max_pairs=max_pairs, seed=seed)
+    with timings("codebook"):
+        cb = diagnostics.codebook_stats(codebook, db, dl, max_codes=max_corr_codes, seed=seed) \
+            if codebook is not None else None
 
     labels_per_item = float((dl > 0).sum(axis=1).mean()) if len(dl) else 0.0
     metrics = {
@@ -371,34 +179,67 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
             "labels_per_database_item": labels_per_item,
         },
         "extra": extra or {},
+        "timings_seconds": timings,
     }
+    return metrics, {"pr": pr, "hamming_hist": hist, "bit_correlation": corr["matrix"]}
 
-    # --- data files and pictures
-    t0 = time.time()
+
+def _write_pictures(rdir, metrics, curves, title, train_log):
+    """pr_curve.json, hamming_hist.json and the PNGs into rdir → {picture name: PNG path}."""
+    method, dataset, pr, hist = metrics["method"], metrics["dataset"], curves["pr"], curves["hamming_hist"]
     write_json(os.path.join(rdir, "pr_curve.json"), _clean({
-        "method": method, "bit": bit, "dataset": dataset, "radius": pr.radius, "precision": pr.precision,
-        "recall": pr.recall, "n_queries": pr.n_queries, "num_query": int(len(q))}))
+        "method": method, "bit": metrics["bit"], "dataset": dataset, "radius": pr.radius,
+        "precision": pr.precision, "recall": pr.recall, "n_queries": pr.n_queries,
+        "num_query": metrics["num_query"]}))
     write_json(os.path.join(rdir, "hamming_hist.json"), _clean(dict(hist, method=method, dataset=dataset)))
     images = {}
     images["pr_curve"] = plot_pr_curves(
         [{"label": title or "run", "precision": pr.precision, "recall": pr.recall, "radius": pr.radius}],
         os.path.join(rdir, "pr_curve.png"), title=title)
     images["hamming_hist"] = plot_hamming_hist(hist, os.path.join(rdir, "hamming_hist.png"), title=title)
-    images["bit_balance"] = plot_bit_balance(balance, corr["matrix"], os.path.join(rdir, "bit_balance.png"),
+    images["bit_balance"] = plot_bit_balance(metrics["diagnostics"]["bit_balance"]["per_bit"],
+                                             curves["bit_correlation"], os.path.join(rdir, "bit_balance.png"),
                                              title=title)
-    train_log = train_log or os.path.join(out_dir, "train_log.csv")
     if os.path.isfile(train_log):
         try:
             images["training_curves"] = plot_training_curves(train_log, os.path.join(rdir, "training_curves.png"))
         except UserError as exc:  # a report without the training curves beats no report
             log.warning("report: training curves skipped: %s", exc)
-    lap("plots", t0)
+    return images
+
+
+def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=None, method="", bit=None,
+                 codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
+                 map_tie_aware=None, train_log=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
+                 max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0):
+    """Write `<out_dir>/report/` (see the module docstring); return the metrics dict (as in metrics.json).
+
+    query_codes (nq, bits), db_codes (n_db, bits): continuous outputs (sign → binary code), or binary
+    codes with continuous=False. query_labels / db_labels: 0/1 (n, C). topk: mAP / precision / recall cut
+    (None or -1: the whole database). codebook: (C, bits) ±1 targets of codebook methods (OrthoHash).
+    map_value / map_tie_aware: pass the engine's values to skip recomputing them (the two mAP passes are
+    most of the cost on a large database). train_log: path of a train_log.csv to plot (default
+    <out_dir>/train_log.csv when it exists). extra: JSON-able dict stored under "extra" and listed in
+    report.md (epoch, backbone, checkpoint, ...). max_pairs / max_corr_codes / seed: sampling of the
+    distance histograms and the bit correlation (see utils.report.diagnostics).
+    """
+    t_start = time.time()
+    metrics, curves = compute_report(query_codes, db_codes, query_labels, db_labels, topk, method, bit, codebook,
+                                     continuous, extra, dataset=dataset, map_value=map_value,
+                                     map_tie_aware=map_tie_aware, max_pairs=max_pairs,
+                                     max_corr_codes=max_corr_codes, seed=seed)
+    run = RunDir(out_dir)
+    rdir = run.report
+    os.makedirs(rdir, exist_ok=True)
+    timings = metrics["timings_seconds"]
+    with timings("plots"):
+        images = _write_pictures(rdir, metrics, curves, _title(method, metrics["bit"], dataset),
+                                 train_log or run.train_csv)
     timings["total"] = round(time.time() - t_start, 3)
-    metrics["timings_seconds"] = timings
     metrics["files"] = sorted(os.path.basename(p) for p in images.values()) + [
         "hamming_hist.json", "pr_curve.json", "report.md"]
     metrics = _clean(metrics)
-    write_json(os.path.join(rdir, "metrics.json"), metrics)
+    write_json(run.report_metrics, metrics)
     write_text(os.path.join(rdir, "report.md"), render_markdown(metrics, {k: os.path.basename(v)
                                                                           for k, v in images.items()}))
     log.info("report: %s (%.1fs: %s)", rdir, timings["total"],

@@ -20,6 +20,7 @@ costs seconds; small inputs are computed exactly.
 import numpy as np
 
 from utils import retrieval
+from utils.retrieval import binarize
 
 __all__ = ["binarize", "bit_balance", "bit_correlation", "quantization_error", "distinct_codes",
            "hamming_intra_inter", "codebook_stats", "random_code_map"]
@@ -27,14 +28,6 @@ __all__ = ["binarize", "bit_balance", "bit_correlation", "quantization_error", "
 DEFAULT_MAX_PAIRS = 2_000_000  # sampled query–database pairs for the distance histograms (half intra)
 DEFAULT_MAX_CORR_CODES = 50_000  # database codes sampled for the bit correlation
 _CHUNK = 1 << 18  # pairs per step when sampling (bounded memory)
-
-
-def binarize(codes):
-    """Continuous or ±1 / {0,1} codes (n, bits) → ±1 int8 (bit 1 where > 0, as `utils.retrieval`)."""
-    codes = np.asarray(codes)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be a 2-D array (n, bits), got shape {codes.shape}")
-    return np.where(codes > 0, 1, -1).astype(np.int8)
 
 
 # ------------------------------------------------------------------------------------ per-code stats
@@ -116,7 +109,7 @@ def quantization_error(u):
         raise ValueError(f"continuous codes must be a 2-D array (n, bits), got shape {u.shape}")
     if u.size == 0:
         return {"normalized": None, "raw": None, "tanh": None}
-    b = np.where(u > 0, 1, -1).astype(u.dtype)
+    b = binarize(u).astype(u.dtype)
     norm = np.sqrt(np.square(u, dtype=np.float64).sum(axis=1, keepdims=True))
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(norm > 0, np.sqrt(u.shape[1]) / norm, 0.0).astype(u.dtype)
@@ -126,13 +119,11 @@ def quantization_error(u):
 
 
 def _row_keys(b):
-    """±1 codes → one hashable key per row (uint64 when bits <= 64, raw bytes otherwise)."""
-    packed = retrieval.pack_codes(b)
-    if packed.shape[1] <= 8:
-        buf = np.zeros((len(packed), 8), np.uint8)
-        buf[:, :packed.shape[1]] = packed
-        return buf.view(np.uint64).ravel()
-    return np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+    """±1 codes → one hashable key per row (uint64 when bits <= 64, raw bytes of the words otherwise)."""
+    words = retrieval.code_words(b)
+    if words.shape[1] == 1:
+        return words.ravel()
+    return words.view(np.dtype((np.void, 8 * words.shape[1]))).ravel()
 
 
 def distinct_codes(b):
@@ -146,28 +137,9 @@ def distinct_codes(b):
 
 
 # ------------------------------------------------------------------------------ pair distances
-def _packed_words(b):
-    """±1 codes → uint64 words (n, ceil(bits/64)) for paired XOR-popcount."""
-    packed = retrieval.pack_codes(b)
-    n, n_bytes = packed.shape
-    n_words = max(1, (n_bytes + 7) // 8)
-    buf = np.zeros((n, 8 * n_words), np.uint8)
-    buf[:, :n_bytes] = packed
-    return buf.view(np.uint64)
-
-
-if hasattr(np, "bitwise_count"):
-    def _popcount_rows(x):
-        return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
-else:  # pragma: no cover - numpy < 2.0
-    _POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-    def _popcount_rows(x):
-        return _POP8[np.ascontiguousarray(x).view(np.uint8)].sum(axis=1, dtype=np.int64)
-
-
 def _pair_distances(qw, dw, qi, di):
-    return _popcount_rows(qw[qi] ^ dw[di])
+    """Hamming distances of the pairs (qw[qi], dw[di]) of `retrieval.code_words` rows."""
+    return retrieval.popcount(qw[qi] ^ dw[di]).sum(axis=1, dtype=np.int64)
 
 
 def _pair_relevant(qlp, dlp, qi, di):
@@ -218,7 +190,7 @@ def hamming_intra_inter(query_b, db_b, query_labels, db_labels, max_pairs=DEFAUL
         n_intra, n_inter = int(rel.sum()), int((~rel).sum())
     elif nq and ndb:
         rng = np.random.default_rng(seed)
-        qw, dw = _packed_words(qb), _packed_words(db)
+        qw, dw = retrieval.code_words(qb), retrieval.code_words(db)
         qlp, dlp = np.packbits(ql, axis=1), np.packbits(dl, axis=1)
         half = max(1, int(max_pairs) // 2)
         # inter: uniform pairs, keep the irrelevant ones

@@ -15,6 +15,8 @@ Every function takes codes in one of two forms (see `as_packed`):
   unpacked operand, else ``8 * n_bytes``); padding bits are cleared.
 
 A uint8 array is *always* read as packed. Keep {0, 1} codes as bool or int8, or pack them yourself.
+`binarize` is the one sign rule of the project (±1 int8, 1 where > 0); `code_words` and `popcount` are
+the packing and bit count behind every distance here, for callers that pair codes themselves.
 
 Ranking rule
 ------------
@@ -49,7 +51,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 __all__ = [
-    "HAVE_NUMBA", "pack_codes", "unpack_codes", "as_packed", "codes_to_hex", "hex_to_codes",
+    "HAVE_NUMBA", "binarize", "pack_codes", "code_words", "popcount", "unpack_codes", "as_packed", "codes_to_hex",
+    "hex_to_codes",
     "hamming_distance", "hamming_topk", "mean_average_precision", "precision_recall_at_k",
     "pr_curve_hamming_radius", "PRCurve", "HammingIndex",
 ]
@@ -59,6 +62,14 @@ _NUMPY_BLOCK_ELEMENTS = 1 << 22  # query block × database words per numpy step 
 
 
 # ------------------------------------------------------------------------------------------- codes
+def binarize(codes):
+    """Continuous or ±1 / {0,1} codes (n, bits) → ±1 int8 (bit 1 where > 0, as everywhere here; 0 → −1)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be a 2-D array (n, bits), got shape {codes.shape}")
+    return np.where(codes > 0, 1, -1).astype(np.int8)
+
+
 def pack_codes(codes):
     """±1 / {0,1} / bool codes ``(n, bits)`` → packed uint8 ``(n, ceil(bits/8))`` (bit 1 where > 0).
 
@@ -163,6 +174,11 @@ def _pair(query_codes, db_codes, bits):
     return qp, dp, q_bits
 
 
+def code_words(codes):
+    """Unpacked codes (n, bits), read as `pack_codes` does → uint64 words (n, W) for XOR-popcount."""
+    return _words(pack_codes(codes))
+
+
 def _words(packed):
     """Packed uint8 (n, B) → uint64 words (n, W), zero padded (distances are unchanged).
 
@@ -240,12 +256,12 @@ def _popcount_lut(x):
     return _POPCOUNT8[x.view(np.uint8)].reshape(x.shape + (8,)).sum(-1, dtype=np.uint8)
 
 
-_popcount_np = getattr(np, "bitwise_count", _popcount_lut)
+popcount = getattr(np, "bitwise_count", _popcount_lut)  # per element, uint64 in; sum it over the words
 
 
 def _np_dist(qw, dw):
     """Hamming distances (nq, ndb) int32 between uint64 word arrays (caller keeps nq × ndb small)."""
-    return _popcount_np(qw[:, None, :] ^ dw[None, :, :]).sum(-1, dtype=np.int32)
+    return popcount(qw[:, None, :] ^ dw[None, :, :]).sum(-1, dtype=np.int32)
 
 
 def _np_blocks(nq, ndb, n_words):

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from utils.fileio import atomic_path, write_json
+from utils.retrieval import binarize
 from utils.rundir import RunDir
 
 
@@ -69,7 +70,7 @@ def save_codes(directory, bit, codes, fingerprint, indices=None):
     """Write the codes (as ±1 int8) and then the sidecar, each atomically. `indices`: positions in the
     database list of the rows (None = all, in order)."""
     npy, meta_path = cache_paths(directory, bit)
-    codes = np.where(np.asarray(codes) > 0, 1, -1).astype(np.int8)
+    codes = binarize(codes)
     with atomic_path(npy) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, codes)
