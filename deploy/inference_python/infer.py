@@ -15,7 +15,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
 
 from utils.deploy.runtimes import RUNTIMES, open_exported  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
@@ -69,7 +68,7 @@ def main(argv=None):
     args = parse_args(argv)
     from utils.deploy import Timer, encode_images, read_inference_yml
     from utils.fileio import save_npy
-    from utils.retrieval import codes_to_hex
+    from utils.retrieval import binarize, codes_to_hex
 
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
@@ -89,10 +88,10 @@ def main(argv=None):
                                 skipped if args.skip_bad_images else None)
     if timer:
         with timer.section("postprocess"):
-            binary = np.where(codes > 0, 1, -1).astype(np.int8)
+            binary = binarize(codes)
             hexes = codes_to_hex(binary)
     else:
-        binary = np.where(codes > 0, 1, -1).astype(np.int8)
+        binary = binarize(codes)
         hexes = codes_to_hex(binary)
     for path, h in zip(kept, hexes):
         print(f"{path}\t{h}")

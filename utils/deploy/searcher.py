@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.retrieval import binarize
 from utils.retrieval.code_cache import cache_paths, load_codes, make_fingerprint, save_codes
 from utils.errors import UserError
 from utils.data.lists import read_list
@@ -121,7 +122,7 @@ class Database:
             log(f"----- skipped {len(bad)} unreadable database images (first: {bad[0][0]}: {bad[0][1]})")
         position = {p: i for i, p in enumerate(paths)}
         self.indices = np.array([position[p] for p in kept], dtype=np.int64)
-        self.codes = np.where(raw > 0, 1, -1).astype(np.int8)
+        self.codes = binarize(raw)
         save_codes(cache_dir, model.bit, self.codes, fp, self.indices)
         log(f"----- Save code of database in {self.cache_file}")
         return True
@@ -166,7 +167,7 @@ class Searcher:
     def encode(self, images):
         """PIL images → ±1 int8 codes."""
         batch = np.stack([self.model.preprocess(img) for img in images])
-        return np.where(self.model.encoder.run(batch) > 0, 1, -1).astype(np.int8)
+        return binarize(self.model.encoder.run(batch))
 
     def search(self, image, k):
         """→ (code ±1 (bit,), [Hit], closest first)"""
