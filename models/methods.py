@@ -10,6 +10,7 @@ from typing import Callable
 from models.heads import BatchNormHead, LinearHead
 from models.codebook import CODEBOOK_METHODS, make_codebook
 from utils.errors import UserError, cli_entry
+from utils.registry import Registry
 from models.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
 
 
@@ -40,15 +41,8 @@ class Method:
     lite_flags: tuple = ()
 
 
-METHODS = {}
-
-
-def register(method):
-    """Add a method to the registry; a second method of the same name is a programming error."""
-    if method.name in METHODS:
-        raise ValueError(f"method '{method.name}' is registered twice")
-    METHODS[method.name] = method
-    return method
+METHODS = Registry("method")
+register = METHODS.add
 
 
 def method_options():

@@ -20,7 +20,7 @@ import pytest
 from tests.helpers import ROOT
 
 LAYERS = {
-    "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0,
+    "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0,
     "utils.retrieval": 1, "utils.report": 1, "utils.data": 1,
     "models": 2,
     "utils.train": 3, "utils.deploy": 3,

@@ -19,6 +19,7 @@ import numpy as np
 
 from utils.deploy import PREFIX
 from utils.errors import UserError
+from utils.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,8 @@ class Runtime:
     export_flag: str = ""  # export_model.py flag that asks for this export ("": always exported)
 
 
-RUNTIMES = {}
-
-
-def register_runtime(runtime):
-    """Add a runtime to the registry; a second runtime of the same name is a programming error."""
-    if runtime.name in RUNTIMES:
-        raise ValueError(f"runtime '{runtime.name}' is registered twice")
-    RUNTIMES[runtime.name] = runtime
-    return runtime
+RUNTIMES = Registry("runtime")
+register_runtime = RUNTIMES.add
 
 
 def get_runtime(backend):
