@@ -31,9 +31,9 @@ Two steps, each a function of its own:
    The ImageNet classifier (fc8 / fc) is reported as dropped. Strict by default: every backbone
    parameter must be filled, else a `UserError` naming the file, the number missing and the first names.
 
-Layouts followed (names read from the libraries' model definitions): torchvision `models/alexnet.py`,
-`vgg.py`, `resnet.py`; Paddle `python/paddle/vision/models/{alexnet,vgg,resnet}.py`; PaddleClas
-`ppcls/arch/backbone/legendary_models/resnet.py` (ResNet50/101 "vb": `stem` / `blocks` / `conv0..2` /
+Layouts followed (names read from the libraries' model definitions): the modules
+`torchvision.models.{alexnet,vgg,resnet}`, `paddle.vision.models.{alexnet,vgg,resnet}` and PaddleClas's
+`ppcls.arch.backbone.legendary_models.resnet` (ResNet50/101 "vb": `stem` / `blocks` / `conv0..2` /
 `short`; its ResNet18/34 add a shortcut conv to the first block that torchvision's lack, and its "vd"
 variants have a three-conv stem, so both are refused with a message).
 """
