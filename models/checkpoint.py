@@ -7,12 +7,14 @@ Checkpoints are pickle-based (`paddle.save`): load only files you trust.
 import hashlib
 import os
 import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import paddle
 
 from utils.errors import UserError
 from utils.fileio import atomic_path
+from utils.rundir import RunDir
 
 FORMAT = "paddle-deephash-checkpoint"
 VERSION = 1
@@ -32,18 +34,43 @@ def weights_fingerprint(state_dict):
     return h.hexdigest()
 
 
-def save_checkpoint(path, model, cfg, epoch, best_map, optimizer=None, scheduler=None, criterion=None,
-                    step=0, extra=None):
-    state = model.state_dict()
+@dataclass
+class TrainState:
+    """Where a training run stands: the part of a checkpoint besides weights, optimizer, loss state and
+    random states. The engine updates it as it trains; last.pdparams saves it and --resume reads it back."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # batches already done in epoch + 1 (non-zero after Ctrl-C)
+    best_map: float = -1.0  # -1: no evaluation yet
+    best_epoch: int = 0
+    history: list = field(default_factory=list)  # one train_log.csv row per completed epoch
+
+    def to_checkpoint(self, resumable=True):
+        """The checkpoint keys of this state (layout of VERSION 1); a checkpoint that cannot be resumed
+        (best.pdparams: no optimizer) holds no history."""
+        keys = {"epoch": int(self.epoch), "step": int(self.step), "best_map": float(self.best_map),
+                "best_epoch": int(self.best_epoch)}
+        if resumable:
+            keys["history"] = list(self.history)
+        return keys
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        """The state saved in `ckpt`; step, best_epoch and history may be missing (older or hand-made files)."""
+        return cls(epoch=int(ckpt["epoch"]), step=int(ckpt.get("step", 0)), best_map=float(ckpt["best_map"]),
+                   best_epoch=int(ckpt.get("best_epoch", 0)), history=list(ckpt.get("history", [])))
+
+
+def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, criterion=None):
+    """Write `model`'s weights, `cfg` and the TrainState `state`; with optimizer, scheduler and criterion
+    the checkpoint can be resumed (last.pdparams), without them it is for evaluation and export (best.pdparams)."""
+    weights = model.state_dict()
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "cfg": dict(cfg),
-        "epoch": int(epoch),  # completed epochs
-        "step": int(step),  # batches already done in epoch + 1 (non-zero after Ctrl-C)
-        "best_map": float(best_map),
-        "model": state,
-        "weights_fingerprint": weights_fingerprint(state),
+        "model": weights,
+        "weights_fingerprint": weights_fingerprint(weights),
         "paddle_version": paddle.__version__,
     }
     if optimizer is not None:
@@ -53,7 +80,7 @@ def save_checkpoint(path, model, cfg, epoch, best_map, optimizer=None, scheduler
     if criterion is not None:
         ckpt["criterion"] = criterion.state_dict()
     ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    ckpt.update(extra or {})
+    ckpt.update(state.to_checkpoint(resumable=optimizer is not None))
     with atomic_path(path) as tmp:
         paddle.save(ckpt, tmp)
 
@@ -62,7 +89,7 @@ def load_checkpoint(path, flag="--pretrained"):
     """Read a checkpoint written by save_checkpoint; UserError for anything else."""
     if not os.path.isfile(path):
         raise UserError(f"{flag} {path}: file not found; train a model first (main_single_gpu.py) "
-                        "or point to its best.pdparams / last.pdparams")
+                        f"or point to its {RunDir.BEST} / {RunDir.LAST}")
     try:
         ckpt = paddle.load(path)
     except Exception as exc:
@@ -70,7 +97,7 @@ def load_checkpoint(path, flag="--pretrained"):
                         "is the file complete and written by this project?")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{flag} {path}: not a checkpoint of this project (no '{FORMAT}' header); "
-                        "pass a best.pdparams / last.pdparams written by main_single_gpu.py")
+                        f"pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py")
     if ckpt.get("version", 0) > VERSION:
         raise UserError(f"{flag} {path}: checkpoint version {ckpt['version']} is newer than this code "
                         f"understands ({VERSION}); update the project")

@@ -40,7 +40,7 @@ def random_checkpoint(args, directory):
     import paddle
 
     from models import build_model
-    from models.checkpoint import save_checkpoint
+    from models.checkpoint import TrainState, save_checkpoint
 
     cfg = {"method": args.method, "backbone": args.backbone, "bit": args.bit, "num_labels": 10, "dataset": "custom",
            "crop_size": args.crop_size, "resize_size": args.crop_size * 8 // 7, "seed": 0, "codebook": "B",
@@ -49,7 +49,7 @@ def random_checkpoint(args, directory):
     paddle.seed(0)
     model = build_model(cfg)
     path = os.path.join(directory, "random.pdparams")
-    save_checkpoint(path, model, cfg, epoch=0, best_map=0.0)
+    save_checkpoint(path, model, cfg, TrainState(best_map=0.0))
     return path
 
 

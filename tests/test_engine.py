@@ -89,3 +89,55 @@ def test_two_process_cpu_training_and_sharded_eval(lite_single, tmp_path):
     sharded = eval_map(two / "last.pdparams", tmp_path / "eval2", two_processes=True)
     assert single == sharded
     assert abs(m2["map"] - m1["map"]) < 0.15, (m1["map"], m2["map"])
+
+
+# The keys save_checkpoint wrote before TrainState existed (checkpoint VERSION 1): last.pdparams, and
+# best.pdparams (no optimizer, scheduler, criterion or history).
+OLD_LAST_KEYS = {"format", "version", "cfg", "epoch", "step", "best_map", "model", "weights_fingerprint",
+                 "paddle_version", "optimizer", "scheduler", "criterion", "rng", "best_epoch", "history"}
+OLD_BEST_KEYS = OLD_LAST_KEYS - {"optimizer", "scheduler", "criterion", "history"}
+
+
+def old_layout_checkpoint(ck):
+    """A last.pdparams dict built the way save_checkpoint wrote it before TrainState: fields set one by one,
+    then the `extra` dict (best_epoch, history) merged in."""
+    old = {"format": ck["format"], "version": 1, "cfg": dict(ck["cfg"]), "epoch": int(ck["epoch"]),
+           "step": int(ck["step"]), "best_map": float(ck["best_map"]), "model": ck["model"],
+           "weights_fingerprint": ck["weights_fingerprint"], "paddle_version": ck["paddle_version"]}
+    old["optimizer"], old["scheduler"], old["criterion"] = ck["optimizer"], ck["scheduler"], ck["criterion"]
+    old["rng"] = ck["rng"]
+    old.update({"best_epoch": ck["best_epoch"], "history": ck["history"]})
+    return old
+
+
+def test_train_state_round_trip_and_defaults():
+    from models.checkpoint import TrainState
+
+    s = TrainState(epoch=3, step=5, best_map=0.5, best_epoch=2, history=[{"epoch": 1}])
+    assert set(s.to_checkpoint()) == {"epoch", "step", "best_map", "best_epoch", "history"}
+    assert "history" not in s.to_checkpoint(resumable=False)
+    assert TrainState.from_checkpoint(s.to_checkpoint()) == s
+    # a checkpoint without step / best_epoch / history (hand-made, or from scripts/bench_inference.py)
+    assert TrainState.from_checkpoint({"epoch": 4, "best_map": 0.25}) == TrainState(epoch=4, best_map=0.25)
+
+
+def test_checkpoint_in_the_old_layout_resumes_and_evaluates(lite_single, tmp_path):
+    run, old = tmp_path / "run", tmp_path / "old"
+    run_cli(["main_single_gpu.py", *lite_flags(lite_single, "hashnet", run, epochs=1, extra=["-ee", 1])])
+    ck = paddle.load(str(run / "last.pdparams"))
+    assert set(ck) == OLD_LAST_KEYS, "last.pdparams layout changed"
+    assert set(paddle.load(str(run / "best.pdparams"))) == OLD_BEST_KEYS, "best.pdparams layout changed"
+    old.mkdir()
+    paddle.save(old_layout_checkpoint(ck), str(old / "last.pdparams"))
+    paddle.save(old_layout_checkpoint(ck), str(tmp_path / "old_eval.pdparams"))
+    proc = run_cli(["main_single_gpu.py", "--resume", old / "last.pdparams", "--epochs", 2, "--num-workers", 0])
+    assert "resuming at epoch 2" in proc.stdout
+    assert f"best mAP so far {ck['best_map']:.4f} (epoch 1)" in proc.stdout
+    resumed = paddle.load(str(old / "last.pdparams"))
+    assert resumed["epoch"] == 2 and [r["epoch"] for r in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == ck["history"][0]
+    assert json.loads((old / "metrics.json").read_text())["epoch"] == 2
+    ev = run_cli(["main_single_gpu.py", "--eval", "--pretrained", tmp_path / "old_eval.pdparams", "--num-workers", 0,
+                  "--output", tmp_path / "eval"])
+    line = [row for row in ev.stdout.splitlines() if row.startswith("mAP@all: ")]
+    assert line and float(line[0].split()[1]) == pytest.approx(ck["history"][0]["map"], abs=5e-5)

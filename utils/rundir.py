@@ -16,6 +16,7 @@ class RunDir:
     METRICS = "metrics.json"  # last and best mAP, updated after every evaluation
     REPORT = "report"  # the evaluation report folder
     REPORT_METRICS = os.path.join("report", "metrics.json")
+    REPORT_MD = os.path.join("report", "report.md")  # the report's readable summary
     TRAIN_LOG = "train.log"
     EVAL_LOG = "eval.log"
     TRAIN_CSV = "train_log.csv"  # loss, lr and mAP per epoch
@@ -53,6 +54,10 @@ class RunDir:
     @property
     def report_metrics(self):
         return self.file(self.REPORT_METRICS)
+
+    @property
+    def report_md(self):
+        return self.file(self.REPORT_MD)
 
     @property
     def train_csv(self):

@@ -22,26 +22,26 @@ from tqdm import tqdm
 
 from models import METHODS, build_model, load_backbone_weights
 from utils import retrieval
-from models.checkpoint import load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint, weights_fingerprint
+from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint,
+                               weights_fingerprint)
 from utils.retrieval.code_cache import make_fingerprint, save_codes
 from utils.train.config import ARCH_KEYS, resolve
 from utils.data.datasets import PRESETS, ImageListDataset, load_lists, make_loader
 from utils.train.dist import Env
 from utils.errors import UserError
 from utils.fileio import check_writable_dir, write_json, write_text
+from utils.rundir import RunDir
 from utils.report import write_report
 from utils.data.transforms import Preprocess
 
 log = logging.getLogger("deephash")
-
-BEST, LAST = "best.pdparams", "last.pdparams"
 
 
 def topk_name(cfg):
     return "all" if cfg["topk"] == -1 else str(cfg["topk"])
 
 
-def setup_logging(output, is_main, filename):
+def setup_logging(log_file, is_main):
     log.handlers.clear()
     log.setLevel(logging.INFO if is_main else logging.WARNING)
     log.propagate = False
@@ -50,24 +50,24 @@ def setup_logging(output, is_main, filename):
     stream.setFormatter(fmt)
     log.addHandler(stream)
     if is_main:
-        handler = logging.FileHandler(os.path.join(output, filename), encoding="utf-8")
+        handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(fmt)
         log.addHandler(handler)
 
 
 # ----------------------------------------------------------------------------------------- data
 class Data:
-    """The three lists, their datasets, and the evaluation loaders."""
+    """The three lists, their datasets, and the evaluation loaders. `num_labels` is the lists' label width
+    (checked against cfg["num_labels"] when a checkpoint set it); cfg itself is only read."""
 
     def __init__(self, cfg, env, need_train):
         preset = PRESETS[cfg["dataset"]]
         names = ("train", "database", "test") if need_train else ("database", "test")
         self.lists = load_lists(cfg["list_dir"], preset.num_labels, cfg["allow_absolute_paths"], names)
-        width = next(iter(self.lists.values())).num_labels
-        if cfg.get("num_labels") not in (None, width):
-            raise UserError(f"{self.lists['test'].list_file}: lists have {width} labels but the checkpoint "
+        self.num_labels = next(iter(self.lists.values())).num_labels
+        if cfg.get("num_labels") not in (None, self.num_labels):
+            raise UserError(f"{self.lists['test'].list_file}: lists have {self.num_labels} labels but the checkpoint "
                             f"was trained with {cfg['num_labels']}; use the lists it was trained on")
-        cfg["num_labels"] = width
         if not os.path.isdir(cfg["data_path"]):
             raise UserError(f"--data-path {cfg['data_path']}: directory not found; point it at the image root "
                             "the list paths are relative to")
@@ -112,7 +112,7 @@ class BadImages:
 
 # ----------------------------------------------------------------------------------------- encode / evaluate
 @paddle.no_grad()
-def encode(model, loader, dataset, env, skip_bad, desc):
+def encode(model, loader, dataset, env, skip_bad, bit, desc):
     """Continuous codes of a whole list, gathered from every process: (codes float32 (n, bit), list positions)."""
     model.eval()
     bad = BadImages(dataset, skip_bad)
@@ -124,7 +124,6 @@ def encode(model, loader, dataset, env, skip_bad, desc):
         img, _, idx = kept
         codes.append(model(img).numpy())
         indices.append(idx.numpy())
-    bit = model.head.fc.weight.shape[1]
     codes = np.concatenate(codes) if codes else np.zeros((0, bit), np.float32)
     indices = np.concatenate(indices) if indices else np.zeros((0,), np.int64)
     if env.distributed:  # each rank encoded its shard (padded to equal size): merge and de-duplicate
@@ -137,8 +136,9 @@ def encode(model, loader, dataset, env, skip_bad, desc):
 
 def evaluate(model, data, cfg, env):
     """Encode queries and database; mAP@topK (ties by database index) and tie-aware mAP."""
-    q, qi = encode(model, data.loaders["test"], data.sets["test"], env, cfg["skip_bad_images"], "encode query")
-    d, di = encode(model, data.loaders["database"], data.sets["database"], env, cfg["skip_bad_images"],
+    q, qi = encode(model, data.loaders["test"], data.sets["test"], env, cfg["skip_bad_images"], cfg["bit"],
+                   "encode query")
+    d, di = encode(model, data.loaders["database"], data.sets["database"], env, cfg["skip_bad_images"], cfg["bit"],
                    "encode database")
     q_labels, d_labels = data.lists["test"].labels[qi], data.lists["database"].labels[di]
     topk = None if cfg["topk"] == -1 else cfg["topk"]
@@ -202,7 +202,7 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested:
-            print("\nstopping now without saving; last.pdparams (if any) is from the last completed epoch",
+            print(f"\nstopping now without saving; {RunDir.LAST} (if any) is from the last completed epoch",
                   file=sys.stderr, flush=True)
             raise KeyboardInterrupt
         self.requested = True
@@ -222,19 +222,21 @@ class Run:
         ckpt_path = args.resume or args.pretrained
         self.ckpt = load_checkpoint(ckpt_path, "--resume" if args.resume else "--pretrained") if ckpt_path else None
         if args.eval and self.ckpt is None:
-            raise UserError("--eval needs --pretrained CKPT (a best.pdparams or last.pdparams from training)")
+            raise UserError(f"--eval needs --pretrained CKPT (a {RunDir.BEST} or {RunDir.LAST} from training)")
         cfg = resolve(args, self.ckpt["cfg"] if self.ckpt else None)
         if args.resume and args.output is None:
             cfg["output"] = os.path.dirname(os.path.abspath(args.resume))
         self.cfg = cfg
         self.out = cfg["output"]
+        self.run = RunDir(self.out)
         if self.env.is_main:
             check_writable_dir(self.out)
         self.env.barrier()
-        setup_logging(self.out, self.env.is_main, "eval.log" if cfg["eval"] else "train.log")
+        setup_logging(self.run.log(evaluating=cfg["eval"]), self.env.is_main)
         paddle.seed(cfg["seed"] + self.env.rank)
         np.random.seed(cfg["seed"])
         self.data = Data(cfg, self.env, need_train=not cfg["eval"])
+        cfg["num_labels"] = self.data.num_labels  # an architecture key read from the lists: build_model needs it
         self.model = build_model(cfg)
         if self.ckpt is not None:
             self.model.set_state_dict(self.ckpt["model"])
@@ -266,27 +268,27 @@ class Run:
                          topk=cfg["topk"], method=cfg["method"], bit=cfg["bit"], codebook=codebook,
                          dataset=cfg["dataset"], map_value=result["map"], map_tie_aware=result["map_tie_aware"],
                          extra={"epoch": epoch, "backbone": cfg["backbone"]}, seed=cfg["seed"])
-            log.info("evaluation report: %s", os.path.join(self.out, "report", "report.md"))
+            log.info("evaluation report: %s", self.run.report_md)
         except Exception:  # noqa: BLE001
-            log.exception("evaluation report not written (metrics.json and checkpoints are unaffected)")
+            log.exception("evaluation report not written (%s and checkpoints are unaffected)", RunDir.METRICS)
 
     # ------------------------------------------------------------------ evaluation only
     def evaluate_only(self):
         result = evaluate(self.model, self.data, self.cfg, self.env)
         if self.env.is_main:
-            epoch = self.ckpt["epoch"]
-            write_json(os.path.join(self.out, "metrics.json"),
-                       self._metrics(epoch, result, max(result["map"], self.ckpt["best_map"]), epoch))
+            saved = TrainState.from_checkpoint(self.ckpt)
+            epoch = saved.epoch
+            write_json(self.run.metrics, self._metrics(epoch, result, max(result["map"], saved.best_map), epoch))
             npy = write_database_codes(self.cfg, self.data, self.model, result, self.out)
             self._write_report(result, epoch)
             print(f"mAP@{topk_name(self.cfg)}: {result['map']:.4f}", flush=True)
             print(f"mAP@{topk_name(self.cfg)} (tie-aware): {result['map_tie_aware']:.4f}", flush=True)
-            log.info("metrics: %s, database codes: %s", os.path.join(self.out, "metrics.json"), npy)
+            log.info("metrics: %s, database codes: %s", self.run.metrics, npy)
         return result
 
     # ------------------------------------------------------------------ training
     def _check_output_dir(self):
-        run_file = os.path.join(self.out, "run.json")
+        run_file = self.run.run_json
         if self.cfg.get("resume") or not os.path.exists(run_file):
             return
         try:
@@ -304,28 +306,29 @@ class Run:
         cfg, env, model = self.cfg, self.env, self.model
         if env.is_main:
             self._check_output_dir()
-            write_json(os.path.join(self.out, "run.json"), cfg)
+            write_json(self.run.run_json, cfg)
         train_set = self.data.sets["train"]
         criterion = METHODS[cfg["method"]].build_loss(cfg, model.head, len(train_set.list))
         optimizer, scheduler = build_optimizer(cfg, model)
-        start_epoch, skip_steps, best_map, best_epoch, history = 1, 0, -1.0, 0, []
+        state = TrainState()
         if cfg.get("resume"):
             ck = self.ckpt
             if "optimizer" not in ck:
-                raise UserError(f"--resume {cfg['resume']}: this checkpoint has no optimizer state (a best.pdparams?); "
-                                "resume from last.pdparams, or start a new run from it with --pretrained")
+                raise UserError(f"--resume {cfg['resume']}: this checkpoint has no optimizer state (a {RunDir.BEST}?); "
+                                f"resume from {RunDir.LAST}, or start a new run from it with --pretrained")
+            state = TrainState.from_checkpoint(ck)
             optimizer.set_state_dict(ck["optimizer"])
             # the schedule is a function of completed epochs: recompute it (the step may differ from the
             # checkpoint's when --epochs was raised) instead of restoring the old scheduler state
-            scheduler.last_epoch = ck["epoch"]
+            scheduler.last_epoch = state.epoch
             scheduler.last_lr = scheduler.get_lr()
             criterion.set_state_dict(ck["criterion"])
             restore_rng(ck)
-            start_epoch, skip_steps = ck["epoch"] + 1, ck.get("step", 0)
-            best_map, best_epoch, history = ck["best_map"], ck.get("best_epoch", 0), list(ck.get("history", []))
-            log.info("resuming at epoch %d%s, best mAP so far %s", start_epoch,
-                     f" step {skip_steps}" if skip_steps else "",
-                     f"{best_map:.4f} (epoch {best_epoch})" if best_map >= 0 else "none (no evaluation yet)")
+            log.info("resuming at epoch %d%s, best mAP so far %s", state.epoch + 1,
+                     f" step {state.step}" if state.step else "",
+                     f"{state.best_map:.4f} (epoch {state.best_epoch})" if state.best_map >= 0
+                     else "none (no evaluation yet)")
+        start_epoch, skip_steps = state.epoch + 1, state.step
         net = model
         if env.distributed:
             net = paddle.DataParallel(model)
@@ -335,13 +338,7 @@ class Run:
                  len(self.data.sets["database"]), len(self.data.sets["test"]), env.world_size, env.device)
         loader = self.data.train_loader
         bad = BadImages(train_set, cfg["skip_bad_images"])
-        state = dict(best_map=best_map, best_epoch=best_epoch, history=history)
-        self._last_eval = None
-
-        def save_last(epoch, step=0):
-            save_checkpoint(os.path.join(self.out, LAST), model, cfg, epoch, state["best_map"], optimizer, scheduler,
-                            criterion, step=step,
-                            extra={"best_epoch": state["best_epoch"], "history": state["history"]})
+        last_eval = None  # (epoch, evaluate() result) of the latest evaluation, for the report
 
         with StopFlag() as stop:
             for epoch in range(start_epoch, cfg["epochs"] + 1):
@@ -368,38 +365,41 @@ class Run:
                         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
                     if env.any(stop.requested):
                         self._check_weights(epoch, step)
+                        state.step = step  # state.epoch is still the last completed one
                         if env.is_main:
-                            save_last(epoch - 1, step)
+                            save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion)
                         log.warning("stopped by signal at epoch %d step %d; resume with --resume %s", epoch, step,
-                                    os.path.join(self.out, LAST))
+                                    self.run.last)
                         raise KeyboardInterrupt
                 self._check_weights(epoch, step)  # NaN weights can still give a finite loss (relu(nan) = 0)
                 lr = optimizer.get_lr()
                 scheduler.step()
+                state.epoch, state.step = epoch, 0
                 row = {"epoch": epoch, "lr": lr, "loss": float(np.mean(losses)) if losses else float("nan"),
                        "seconds": round(time.time() - t0, 2), "map": "", "map_tie_aware": ""}
                 log.info("epoch %d/%d  loss %.4f  lr %.2e  %.1fs", epoch, cfg["epochs"], row["loss"], lr,
                          row["seconds"])
                 if epoch % cfg["eval_epochs"] == 0 or epoch == cfg["epochs"]:
-                    self._evaluate_epoch(epoch, row, state)
-                state["history"].append(row)
+                    last_eval = (epoch, self._evaluate_epoch(row, state))
+                state.history.append(row)
                 if env.is_main:
-                    save_last(epoch)
-                    self._write_train_log(state["history"])
+                    save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion)
+                    self._write_train_log(state.history)
                 env.barrier()
-        if env.is_main and self._last_eval:
-            self._write_report(self._last_eval[1], self._last_eval[0])
+        if env.is_main and last_eval:
+            self._write_report(last_eval[1], last_eval[0])
         if bad.count:
             log.warning("skipped %d unreadable training images", bad.count)
-        log.info("done: best mAP@%s %.4f at epoch %d; outputs in %s (best.pdparams, last.pdparams, metrics.json, "
-                 "database_code_%d.npy, train.log, train_log.csv, report/)", topk_name(cfg),
-                 state["best_map"], state["best_epoch"], os.path.abspath(self.out), cfg["bit"])
+        outputs = (RunDir.BEST, RunDir.LAST, RunDir.METRICS, os.path.basename(self.run.database_codes(cfg["bit"])),
+                   RunDir.TRAIN_LOG, RunDir.TRAIN_CSV, RunDir.REPORT + "/")
+        log.info("done: best mAP@%s %.4f at epoch %d; outputs in %s (%s)", topk_name(cfg), state.best_map,
+                 state.best_epoch, os.path.abspath(self.out), ", ".join(outputs))
         return state
 
     def _diverged(self, what, epoch, step):
         """Stop a diverged run: one line on stderr and in train.log, pointing at the last good checkpoint
         (every checkpoint is written only after its weights were checked to be finite)."""
-        last = os.path.join(self.out, LAST)
+        last = self.run.last
         hint = (f"the last good checkpoint is {last} — lower -lr and --resume it" if os.path.exists(last)
                 else "no checkpoint was written yet — lower -lr and start again")
         message = f"training diverged: {what} at epoch {epoch} step {step}; {hint}"
@@ -411,29 +411,30 @@ class Run:
         if bad:
             self._diverged(f"{len(bad)} weight tensors hold NaN/inf (first: {bad[0]})", epoch, step)
 
-    def _evaluate_epoch(self, epoch, row, state):
+    def _evaluate_epoch(self, row, state):
+        """Evaluate after the completed epoch `state.epoch`: fills the mAP columns of its train_log.csv `row`,
+        updates the best mAP, writes best.pdparams when it improved and metrics.json; returns the result."""
+        epoch = state.epoch
         result = evaluate(self.model, self.data, self.cfg, self.env)
-        self._last_eval = (epoch, result)
         row["map"], row["map_tie_aware"] = result["map"], result["map_tie_aware"]
-        improved = result["map"] > state["best_map"]
+        improved = result["map"] > state.best_map
         if improved:
-            state["best_map"], state["best_epoch"] = result["map"], epoch
+            state.best_map, state.best_epoch = result["map"], epoch
         log.info("epoch %d  mAP@%s %.4f (tie-aware %.4f)  best %.4f (epoch %d)", epoch, topk_name(self.cfg),
-                 result["map"], result["map_tie_aware"], state["best_map"], state["best_epoch"])
+                 result["map"], result["map_tie_aware"], state.best_map, state.best_epoch)
         if self.env.is_main:
             if improved:
-                save_checkpoint(os.path.join(self.out, BEST), self.model, self.cfg, epoch, state["best_map"],
-                                extra={"best_epoch": epoch})
+                save_checkpoint(self.run.best, self.model, self.cfg, state)
                 write_database_codes(self.cfg, self.data, self.model, result, self.out)
-            write_json(os.path.join(self.out, "metrics.json"),
-                       self._metrics(epoch, result, state["best_map"], state["best_epoch"]))
+            write_json(self.run.metrics, self._metrics(epoch, result, state.best_map, state.best_epoch))
+        return result
 
     def _write_train_log(self, history):
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=["epoch", "lr", "loss", "map", "map_tie_aware", "seconds"])
         writer.writeheader()
         writer.writerows(history)
-        write_text(os.path.join(self.out, "train_log.csv"), buf.getvalue())
+        write_text(self.run.train_csv, buf.getvalue())
 
 
 def main(argv=None, distributed=False, description=""):
