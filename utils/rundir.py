@@ -9,6 +9,11 @@ and compare_runs.py read it. A leaf module: no imports beyond the standard libra
 import os
 
 
+def _in_run(attr):
+    """A read-only attribute: the path of the file named by class attribute `attr` inside the run."""
+    return property(lambda self: self.file(getattr(self, attr)))
+
+
 class RunDir:
     BEST = "best.pdparams"  # weights of the best evaluation, with everything to rebuild the model
     LAST = "last.pdparams"  # the latest state, for --resume
@@ -31,37 +36,14 @@ class RunDir:
     def file(self, name):
         return os.path.join(self.path, name)
 
-    @property
-    def best(self):
-        return self.file(self.BEST)
-
-    @property
-    def last(self):
-        return self.file(self.LAST)
-
-    @property
-    def run_json(self):
-        return self.file(self.RUN)
-
-    @property
-    def metrics(self):
-        return self.file(self.METRICS)
-
-    @property
-    def report(self):
-        return self.file(self.REPORT)
-
-    @property
-    def report_metrics(self):
-        return self.file(self.REPORT_METRICS)
-
-    @property
-    def report_md(self):
-        return self.file(self.REPORT_MD)
-
-    @property
-    def train_csv(self):
-        return self.file(self.TRAIN_CSV)
+    best = _in_run("BEST")
+    last = _in_run("LAST")
+    run_json = _in_run("RUN")
+    metrics = _in_run("METRICS")
+    report = _in_run("REPORT")
+    report_metrics = _in_run("REPORT_METRICS")
+    report_md = _in_run("REPORT_MD")
+    train_csv = _in_run("TRAIN_CSV")
 
     def log(self, evaluating=False):
         return self.file(self.EVAL_LOG if evaluating else self.TRAIN_LOG)
