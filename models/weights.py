@@ -286,10 +286,10 @@ def _flat_arrays(obj):
 NEST_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net", "network", "weights", "params")
 
 
-def _unnest(obj, path):
+def _unnest(obj, path, flag):
     """The state dict inside a checkpoint: follow state_dict/model/... while the arrays are deeper."""
     if not isinstance(obj, dict):
-        raise UserError(f"--backbone-weights {path}: holds a {type(obj).__name__}, not a state dict; save "
+        raise UserError(f"{flag} {path}: holds a {type(obj).__name__}, not a state dict; save "
                         "`model.state_dict()` (a whole pickled model cannot be loaded without running its code)")
     for _ in range(3):
         if any(isinstance(v, np.ndarray) for v in obj.values()):
@@ -325,12 +325,10 @@ def read_weights(path, flag="--backbone-weights"):
             TypeError, AttributeError, MemoryError) as exc:
         raise UserError(f"{flag} {path}: not a readable weights file ({type(exc).__name__}: {exc}); "
                         "expected a torchvision .pth/.pt, a Paddle .pdparams or a .safetensors file")
-    state = _unnest(obj, path)
+    state = _unnest(obj, path, flag)
     tensors = _flat_arrays(state)
     if not tensors:
         raise UserError(f"{flag} {path}: no tensors found in {name} (keys: {', '.join(map(str, list(state)[:5]))})")
-    if convention == "paddle" and ext != ".pdparams":
-        kind = "pickle"
     return WeightsFile(path, tensors, convention, kind)
 
 
