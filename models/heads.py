@@ -9,9 +9,9 @@ def _normal(std):
 
 
 class LinearHead(nn.Layer):
-    """Linear(feat, bit) with bias — HashNet, DPSH and CSQ (the losses squash it with tanh where the
-    method does). `codebook`: optional frozen ±1 target codes, one row per class (CSQ's hash centres),
-    kept as a persistable buffer so that they travel with the weights."""
+    """Linear(feat, bit) with bias — HashNet and DPSH (the losses squash it with tanh where the method
+    does). `codebook`: optional frozen ±1 target codes, one row per class (CSQ checkpoints written before
+    its official head was followed), kept as a persistable buffer so that they travel with the weights."""
 
     def __init__(self, in_dim, bit, codebook=None):
         super().__init__()
@@ -24,14 +24,40 @@ class LinearHead(nn.Layer):
         return self.fc(feat)
 
 
+class BatchNorm1D(nn.BatchNorm1D):
+    """Paddle's BatchNorm1D, whose running variance is updated with the *biased* batch variance, or with
+    `unbiased=True` PyTorch's rule: running_var ← m·running_var + (1 − m)·var_batch·n/(n − 1). The
+    batch is normalised with the biased variance in both (as in both frameworks); evaluation is
+    Paddle's own kernel."""
+
+    def __init__(self, num_features, momentum=0.9, unbiased=True):
+        super().__init__(num_features, momentum=momentum)
+        self.unbiased = unbiased
+
+    def forward(self, x):
+        if not (self.training and self.unbiased):
+            return super().forward(x)
+        mean = x.mean(axis=0)
+        var = ((x - mean) ** 2).mean(axis=0)
+        out = (x - mean) / paddle.sqrt(var + self._epsilon) * self.weight + self.bias
+        n = x.shape[0]
+        with paddle.no_grad():
+            m = self._momentum
+            paddle.assign(m * self._mean + (1 - m) * mean.detach(), output=self._mean)
+            paddle.assign(m * self._variance + (1 - m) * var.detach() * (n / max(n - 1, 1)), output=self._variance)
+        return out
+
+
 class BatchNormHead(nn.Layer):
     """Linear(feat, bit, no bias, N(0, 0.01)) → BatchNorm1D, with a frozen ±1 codebook (one row per
-    class) as a persistable buffer — OrthoHash and RelaHash; their losses score the output against it."""
+    class) as a persistable buffer — OrthoHash and RelaHash; their losses score the output against it.
+    `unbiased`: PyTorch's running-variance update, as the official code has (checkpoints written before
+    it: Paddle's biased one)."""
 
-    def __init__(self, in_dim, bit, codebook):
+    def __init__(self, in_dim, bit, codebook, unbiased=True):
         super().__init__()
         self.fc = nn.Linear(in_dim, bit, weight_attr=_normal(0.01), bias_attr=False)
-        self.bn = nn.BatchNorm1D(bit, momentum=0.9)  # = PyTorch's momentum 0.1
+        self.bn = BatchNorm1D(bit, momentum=0.9, unbiased=unbiased)  # = PyTorch's momentum 0.1
         self.register_buffer("codebook", paddle.to_tensor(np.asarray(codebook, np.float32)))
 
     def forward(self, feat):
@@ -48,3 +74,13 @@ class HashModel(nn.Layer):
 
     def forward(self, x):
         return self.head(self.backbone(x))
+
+
+def remove_dropout(layer):
+    """Replace every Dropout inside `layer` by an identity — what a Dropout in eval mode computes — so
+    that it stays off in training too (RelaHash's `AlexNet.train()` keeps its dropout in eval mode)."""
+    for name, sub in list(layer._sub_layers.items()):
+        if isinstance(sub, nn.Dropout):
+            layer._sub_layers[name] = nn.Identity()
+        else:
+            remove_dropout(sub)

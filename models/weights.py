@@ -267,6 +267,12 @@ def _load_torch_legacy(path):
     return obj
 
 
+def load_torch_object(path):
+    """The object a `torch.save` file holds (zip or legacy format), tensors as numpy arrays, through the
+    restricted unpickler; raises pickle/OS errors for the caller to word."""
+    return _load_torch_zip(path) if zipfile.is_zipfile(path) else _load_torch_legacy(path)
+
+
 def _load_pickle(path):
     with open(path, "rb") as f:
         return RestrictedUnpickler(f).load()

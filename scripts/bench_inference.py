@@ -45,6 +45,7 @@ def random_checkpoint(args, directory):
     cfg = {"method": args.method, "backbone": args.backbone, "bit": args.bit, "num_labels": 10, "dataset": "custom",
            "crop_size": args.crop_size, "resize_size": args.crop_size * 8 // 7, "seed": 0, "codebook": "B",
            "margin": 0.2, "scale": 8.0, "loss": "cos", "alpha": 0.1, "step_continuation": 20,
+           "bn_variance": "unbiased", "label_mode": "smooth", "head": "mlp", "head_dropout": 0.0,
            "data_path": None, "list_dir": None}
     paddle.seed(0)
     model = build_model(cfg)

@@ -6,8 +6,8 @@
 #   DATASET=lite_multi EPOCHS=12 BITS="32 64" METHODS="orthohash relahash" bash scripts/benchmark_methods.sh
 # Runs go to $OUT/$DATASET/<method>_<bits>/ (train.log there); a finished run (its train.log ends with
 # "done") is kept and not retrained unless FORCE=1. Finished runs keep best.pdparams but not last.pdparams
-# (KEEP_LAST=1 keeps it). Lite data is random-init AlexNet on 64 px images, so the
-# learning rates are each method's lite_flags (models/methods.py), not the papers'.
+# (KEEP_LAST=1 keeps it). Lite data is random-init AlexNet on 64 px images, so the runs use each method's
+# scratch recipe (--recipe scratch, models/methods/<method>.py), batch 16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,15 +23,10 @@ case "$DATASET" in
   *) echo "benchmark_methods.sh: DATASET must be lite_single or lite_multi, got '$DATASET'" >&2; exit 2 ;;
 esac
 
-lite_flags() {  # a method's learning rates for random-init training on lite data (models/methods.py)
-  "$PY" -W ignore -c 'from models.methods import print_lite_flags; print_lite_flags()' "$1"
-}
-
 mkdir -p "$OUT/$DATASET"
 runs=()
 start_all=$(date +%s)
 for method in $METHODS; do
-  flags=$(lite_flags "$method")
   for bit in $BITS; do
     run="$OUT/$DATASET/${method}_${bit}"
     runs+=("$run")
@@ -40,9 +35,8 @@ for method in $METHODS; do
       continue
     fi
     start=$(date +%s)
-    # shellcheck disable=SC2086
     if ! "$PY" main_single_gpu.py --method "$method" --bit "$bit" --dataset "$DATASET" --epochs "$EPOCHS" \
-        -bs 16 --num-workers 2 -ee 2 --seed 0 --output "$run" $flags > "$run.log" 2>&1; then
+        -bs 16 --recipe scratch --num-workers 2 -ee 2 --seed 0 --output "$run" > "$run.log" 2>&1; then
       echo "benchmark_methods.sh: $method $bit bits failed; last lines of $run.log:" >&2
       tail -5 "$run.log" >&2
       exit 1

@@ -20,20 +20,15 @@ fi
 step "generating lite data (datasets/lite_*, data/lite_*)"
 "$PY" scripts/make_lite_data.py --kind both
 
-lite_flags() {  # a method's learning rates for random-init training on lite data (models/methods.py)
-  "$PY" -W ignore -c 'from models.methods import print_lite_flags; print_lite_flags()' "$1"
-}
-
 train() {  # method dataset extra-flags...
   local method=$1 dataset=$2; shift 2
   step "training $method 64 bits on $dataset ($EPOCHS epochs)"
+  # random-init backbone: the method's scratch recipe (models/methods/<method>.py), batch 16 for lite data
   "$PY" main_single_gpu.py --method "$method" --bit 64 --dataset "$dataset" --epochs "$EPOCHS" -bs 16 \
-    --num-workers 2 -ee 2 --seed 0 --output "$OUT/${method}_64" "$@"
+    --recipe scratch --num-workers 2 -ee 2 --seed 0 --output "$OUT/${method}_64" "$@"
 }
-# shellcheck disable=SC2046
-train hashnet lite_single $(lite_flags hashnet)
-# shellcheck disable=SC2046
-train orthohash lite_multi $(lite_flags orthohash)
+train hashnet lite_single
+train orthohash lite_multi
 
 for pair in hashnet:lite_single orthohash:lite_multi; do
   method=${pair%%:*} dataset=${pair#*:}

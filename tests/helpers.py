@@ -3,8 +3,6 @@ import os
 import subprocess
 import sys
 
-from models.methods import METHODS
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,14 +17,8 @@ def run_cli(args, timeout=600, env=None, check=True, cwd=ROOT):
     return proc
 
 
-# Learning rates for random-init training on lite data, from the method registry (the TIPC configs
-# carry their own copy, as their format requires).
-LITE_LR = {name: list(m.lite_flags) for name, m in METHODS.items() if m.lite_flags}
-
-
 def lite_flags(data, method, out, epochs=1, bit=16, extra=()):
-    """Flags for a tiny, fast training run on generated lite data."""
-    lr = LITE_LR[method]
+    """Flags for a tiny, fast training run on generated lite data (random init: the scratch recipe)."""
     return ["--method", method, "--bit", bit, "--dataset", data["dataset"], "--data-path", data["root"],
             "--list-dir", data["list_dir"], "--epochs", epochs, "-bs", 8, "--num-workers", 0, "--output", out,
-            "--seed", 7, *lr, *extra]
+            "--seed", 7, "--recipe", "scratch", *extra]

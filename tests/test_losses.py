@@ -5,7 +5,11 @@ import numpy as np
 import paddle
 import pytest
 
-from models.losses import CSQLoss, DPSHLoss, HashNetLoss, OrthoHashLoss, RelaHashLoss
+from models.methods.csq import CSQLoss
+from models.methods.dpsh import DPSHLoss
+from models.methods.hashnet import HashNetLoss
+from models.methods.orthohash import OrthoHashLoss
+from models.methods.relahash import RelaHashLoss
 
 
 def numpy_hashnet(h_batch, y_batch, bank_h, bank_y, seen, alpha):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.methods import METHODS
-from tests.helpers import LITE_LR, lite_flags, run_cli
+from tests.helpers import lite_flags, run_cli
 from tests.test_engine import launch_2proc
 
 pytestmark = pytest.mark.slow
@@ -19,8 +19,9 @@ DATA = {"hashnet": "lite_single", "orthohash": "lite_multi", "relahash": "lite_m
 NEW = ("relahash", "dpsh", "csq")  # hashnet and orthohash go through the same steps in test_deploy/test_engine
 
 
-def test_every_registered_method_has_lite_settings_and_data():
-    assert set(METHODS) == set(DATA) == set(LITE_LR)
+def test_every_registered_method_has_scratch_settings_and_data():
+    assert set(METHODS) == set(DATA)
+    assert all("lr" in m.recipe.scratch for m in METHODS.values())
 
 
 @pytest.mark.parametrize("method", NEW)

@@ -124,7 +124,8 @@ class EpochSampler(paddle.io.DistributedBatchSampler):
                 yield batch
 
 
-def make_loader(dataset, batch_size, num_workers, world_size=1, rank=0, train=False, seed=0):
-    sampler = EpochSampler(dataset, batch_size, world_size, rank, shuffle=train, drop_last=train, seed=seed)
+def make_loader(dataset, batch_size, num_workers, world_size=1, rank=0, train=False, seed=0, drop_last=False):
+    """A loader over `dataset`; `train` shuffles by (seed, epoch); `drop_last` drops the last partial batch."""
+    sampler = EpochSampler(dataset, batch_size, world_size, rank, shuffle=train, drop_last=drop_last, seed=seed)
     return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, return_list=True,
                                 use_shared_memory=False)

@@ -33,7 +33,7 @@ def write_inference_yml(directory, cfg, weights_fingerprint, files):
                   "num_labels": int(cfg["num_labels"]), "dataset": cfg["dataset"],
                   "input_shape": [3, int(cfg["crop_size"]), int(cfg["crop_size"])],
                   "output": "continuous code (float32, n x bit); binary code = sign, > 0 -> 1"},
-        "preprocess": Preprocess(cfg["resize_size"], cfg["crop_size"]).to_dict(),
+        "preprocess": Preprocess.from_dict(cfg).to_dict(),
         "weights_fingerprint": weights_fingerprint,
         "files": files,
         "trained_on": {k: cfg.get(k) for k in ("dataset", "data_path", "list_dir")},
@@ -70,10 +70,9 @@ class DygraphEncoder:
         paddle.set_device("gpu" if use_gpu else "cpu")
         self.ckpt = load_checkpoint(ckpt_path, flag)
         self.cfg = dict(self.ckpt["cfg"])
-        self.model = build_model(self.cfg)
-        self.model.set_state_dict(self.ckpt["model"])
+        self.model = build_model(self.cfg, self.ckpt["model"])
         self.model.eval()
-        self.preprocess = Preprocess(self.cfg["resize_size"], self.cfg["crop_size"])
+        self.preprocess = Preprocess.from_dict(self.cfg)
         self.bit = int(self.cfg["bit"])
         self._paddle = paddle
 

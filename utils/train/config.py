@@ -1,22 +1,30 @@
 """Command line of the two training entry points, and the resolved configuration (`cfg`, a plain
 dict) stored in every checkpoint. Flags keep paddle_hashnet's names (underscore spellings are
-accepted too). Flags left unset take the method's paper defaults (models/methods.py) and the data
-set preset (utils/data/datasets.py); with `--resume`/`--pretrained` they take the checkpoint's values, and
-a flag that contradicts the checkpoint's architecture is an error, never silently ignored.
+accepted too). Flags left unset take the method's recipe (models/methods/: its official code's
+settings, per data set where they differ) over the data-set preset (utils/data/datasets.py); with
+`--resume`/`--pretrained` they take the checkpoint's values, and a flag that contradicts the
+checkpoint's architecture is an error, never silently ignored. `--print-recipe` prints the resolved
+configuration with the source of every value.
 """
 import argparse
 import os
 
 from models.backbones import BACKBONES
 from models.methods import METHODS, method_options
+from models.methods.base import PROJECT
 from utils.data.datasets import PRESETS
+from utils.data.transforms import EVAL_CROPS, RESIZE_MODES, TRAIN_AUGMENTS
 from utils.errors import UserError
+from utils.train.optim import RMSPROP_FORMS
 
 # Keys that define the network and its codes: a checkpoint and the command line must agree on them.
-ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook")
+ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook", "head")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
-            "allow_absolute_paths", "allow_partial_weights")
+            "allow_absolute_paths", "allow_partial_weights", "recipe", "print_recipe")
+# What a checkpoint written before a recipe key existed was trained with (a method's own: Method.legacy).
+LEGACY = dict(drop_last=True, backbone_dropout=True, resize_mode="shorter", eval_crop="center",
+              train_augment="crop_flip", rmsprop_form="paddle", bn_variance="biased", label_mode="smooth")
 
 
 def _flag(parser, *names, **kw):
@@ -52,16 +60,35 @@ def build_parser(description):
           help="resize the shorter side to this (default from the preset: 256, lite 72)")
     _flag(g, "--crop-size", type=int, default=None,
           help="crop size fed to the network (default from the preset: 224, lite 64)")
+    _flag(g, "--resize-mode", choices=RESIZE_MODES, default=None,
+          help="'shorter' side to --resize-size (aspect kept) or a 'square' of it (default: the recipe's)")
+    _flag(g, "--train-augment", choices=TRAIN_AUGMENTS, default=None,
+          help="training augmentation (utils/data/transforms.py; default: the recipe's)")
+    _flag(g, "--eval-crop", choices=EVAL_CROPS, default=None,
+          help="evaluation crop: 'center', or thuml's 'place' at (resize - crop - 1) / 2 (default: the recipe's)")
     _flag(g, "--num-workers", type=int, default=None, help="data loader worker processes (default 4)")
     _flag(g, "--skip-bad-images", action="store_true",
           help="log and skip missing/unreadable images instead of stopping")
     _flag(g, "--allow-absolute-paths", action="store_true", help="allow absolute image paths in lists")
     g = p.add_argument_group("training")
+    _flag(g, "--recipe", choices=("paper", "scratch"), default="paper",
+          help="'paper': the method's official settings (for ImageNet-initialised backbones); 'scratch': its "
+               "settings for a random backbone (larger lr, a batch that leaves more steps per epoch)")
+    _flag(g, "--print-recipe", action="store_true",
+          help="print the resolved settings and where each value comes from, then exit")
     _flag(g, "--epochs", type=int, default=None, help="training epochs (default: method's)")
     _flag(g, "-bs", "--batch-size", type=int, default=None, help="batch size per process (default: method's)")
     _flag(g, "-lr", "--learning-rate", dest="lr", type=float, default=None,
           help="base learning rate (default: method's)")
     _flag(g, "--optimizer", choices=("sgd", "adam", "rmsprop"), default=None, help="optimizer (default: method's)")
+    _flag(g, "--rmsprop-form", choices=RMSPROP_FORMS, default=None,
+          help="RMSProp update: 'pytorch' g/(sqrt(v)+eps) as the reference code, or Paddle's built-in g/sqrt(v+eps)")
+    _flag(g, "--drop-last", action=argparse.BooleanOptionalAction, default=None,
+          help="drop the last partial training batch of an epoch (default: the recipe's)")
+    _flag(g, "--backbone-dropout", action=argparse.BooleanOptionalAction, default=None,
+          help="the backbone's Dropout layers active in training (default: the recipe's; RelaHash: off)")
+    _flag(g, "--bn-variance", choices=("unbiased", "biased"), default=None,
+          help="BatchNorm heads' running variance update: PyTorch's 'unbiased' or Paddle's 'biased'")
     _flag(g, "--weight-decay", type=float, default=None, help="L2 weight decay (default: method's)")
     _flag(g, "--lr-step", type=int, default=None,
           help="multiply the lr by --lr-gamma every this many epochs (default: method's; OrthoHash: 0.8·epochs)")
@@ -87,11 +114,14 @@ def build_parser(description):
 
 
 GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,
-                        eval_epochs=10, output="./output")
+                        eval_epochs=10, output="./output", drop_last=True, backbone_dropout=True,
+                        rmsprop_form="pytorch", bn_variance="unbiased", resize_mode="shorter", eval_crop="center",
+                        train_augment="crop_flip", recipe="paper")
 
 
-def resolve(args, checkpoint_cfg=None):
-    """Return the full configuration: explicit flags > checkpoint > method defaults > general defaults.
+def resolve(args, checkpoint_cfg=None, sources=None):
+    """Return the full configuration: explicit flags > checkpoint > the method's recipe for this run >
+    the data-set preset > general defaults. `sources`, a dict if given, receives key → where it came from.
 
     `args` is the argparse Namespace. Raises UserError for flags that do not apply to the method and
     for architecture flags that contradict `checkpoint_cfg`.
@@ -103,28 +133,44 @@ def resolve(args, checkpoint_cfg=None):
             if key in given and key in base and given[key] != base[key]:
                 raise UserError(f"--{key.replace('_', '-')} {given[key]} contradicts the checkpoint "
                                 f"({key} = {base[key]}); drop the flag or use a matching checkpoint")
-    cfg = dict(GENERAL_DEFAULTS)
-    cfg.update(base)
-    cfg.update(given)
+        for key, value in {**LEGACY, **METHODS[base.get("method", "hashnet")].legacy}.items():
+            base.setdefault(key, value)  # written before the key existed: what it was trained with
+    sources = {} if sources is None else sources
+    layers = [(GENERAL_DEFAULTS, f"{PROJECT} (general default)")]
+    cfg = {**GENERAL_DEFAULTS, **base, **given}
     method = METHODS[cfg["method"]]
     for name, (opt, owners) in method_options().items():
         if cfg["method"] not in owners and opt.dest in given:
             raise UserError(f"--{name} applies to {', '.join(owners)}, not to --method {cfg['method']}")
-    for key, value in method.defaults.items():
-        if cfg.get(key) is None:
-            cfg[key] = value
+    preset = PRESETS[cfg["dataset"]]
+    layers.append(({"topk": preset.topk, "resize_size": preset.resize_size, "crop_size": preset.crop_size,
+                    "data_path": os.path.join("datasets", cfg["dataset"]),
+                    "list_dir": os.path.join("data", cfg["dataset"])}, f"data-set preset '{cfg['dataset']}'"))
+    for key, value, source in method.recipe.resolve(cfg, scratch=cfg["recipe"] == "scratch"):
+        layers.append(({key: value}, f"{method.name} recipe: {source}"))
+    layers += [(base, "checkpoint"), (given, "command line")]
+    cfg = {}
+    for values, source in layers:
+        for key, value in values.items():
+            if value is not None or key not in cfg:
+                cfg[key] = value
+                sources[key] = source
     for opt in method_options():
         cfg.setdefault(opt.replace("-", "_"), None)
-    preset = PRESETS[cfg["dataset"]]
-    cfg.setdefault("data_path", os.path.join("datasets", cfg["dataset"]))
-    cfg.setdefault("list_dir", os.path.join("data", cfg["dataset"]))
-    if cfg.get("topk") is None:
-        cfg["topk"] = preset.topk
-    for key in ("resize_size", "crop_size"):
-        if cfg.get(key) is None:
-            cfg[key] = getattr(preset, key)
     _check_ranges(cfg)
     return cfg
+
+
+def format_recipe(cfg, sources):
+    """The --print-recipe table: every training-relevant key, its value and where it came from."""
+    skip = set(RUN_KEYS) | {"data_path", "list_dir", "backbone_weights"}
+    owned = {opt.replace("-", "_"): owners for opt, (_, owners) in method_options().items()}
+    keys = [k for k in cfg if k not in skip and (k not in owned or cfg["method"] in owned[k])]
+    width = max(len(k) for k in keys)
+    lines = [f"recipe for --method {cfg['method']} --dataset {cfg['dataset']} --backbone {cfg['backbone']} "
+             f"--bit {cfg['bit']} (--recipe {cfg['recipe']})"]
+    lines += [f"  {k:<{width}}  {cfg[k]!s:<12}  {sources.get(k, '')}" for k in keys]
+    return "\n".join(lines)
 
 
 def _check_ranges(cfg):

@@ -25,9 +25,10 @@ from utils import retrieval
 from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint,
                                weights_fingerprint)
 from utils.retrieval.code_cache import make_fingerprint, save_codes
-from utils.train.config import ARCH_KEYS, resolve
+from utils.train.config import ARCH_KEYS, format_recipe, resolve
 from utils.data.datasets import PRESETS, ImageListDataset, load_lists, make_loader
 from utils.train.dist import Env
+from utils.train.optim import rmsprop
 from utils.errors import UserError
 from utils.fileio import check_writable_dir, write_json, write_text
 from utils.rundir import RunDir
@@ -35,6 +36,7 @@ from utils.report import write_report
 from utils.data.transforms import Preprocess
 
 log = logging.getLogger("deephash")
+MIN_STEPS_PER_EPOCH = 20  # fewer, and training start says so
 
 
 def topk_name(cfg):
@@ -71,7 +73,7 @@ class Data:
         if not os.path.isdir(cfg["data_path"]):
             raise UserError(f"--data-path {cfg['data_path']}: directory not found; point it at the image root "
                             "the list paths are relative to")
-        self.preprocess = Preprocess(cfg["resize_size"], cfg["crop_size"])
+        self.preprocess = Preprocess.from_dict(cfg)
         self.sets = {}
         for name, lst in self.lists.items():
             ds = ImageListDataset(lst, cfg["data_path"], self.preprocess, train=(name == "train"), seed=cfg["seed"])
@@ -83,11 +85,12 @@ class Data:
                                           env.rank) for name in ("database", "test")}
         if need_train:
             train = self.sets["train"]
-            if len(train) < cfg["batch_size"] * env.world_size:
+            if cfg["drop_last"] and len(train) < cfg["batch_size"] * env.world_size:
                 raise UserError(f"-bs/--batch-size {cfg['batch_size']} × {env.world_size} process(es) is larger than "
-                                f"the training list ({len(train)} images); use a smaller batch size")
+                                f"the training list ({len(train)} images) and --drop-last is on: no batch is left; "
+                                "use a smaller batch size or --no-drop-last")
             self.train_loader = make_loader(train, cfg["batch_size"], cfg["num_workers"], env.world_size, env.rank,
-                                            train=True, seed=cfg["seed"])
+                                            train=True, seed=cfg["seed"], drop_last=cfg["drop_last"])
 
 
 class BadImages:
@@ -179,9 +182,8 @@ def build_optimizer(cfg, model):
     params = [p for p in model.parameters() if not p.stop_gradient]
     if cfg["optimizer"] == "sgd":
         opt = paddle.optimizer.Momentum(scheduler, momentum=0.9, parameters=params, weight_decay=cfg["weight_decay"])
-    elif cfg["optimizer"] == "rmsprop":  # PyTorch's defaults (alpha 0.99, eps 1e-8), as the reference code
-        opt = paddle.optimizer.RMSProp(scheduler, rho=0.99, epsilon=1e-8, parameters=params,
-                                       weight_decay=cfg["weight_decay"])
+    elif cfg["optimizer"] == "rmsprop":
+        opt = rmsprop(cfg["rmsprop_form"], scheduler, params, cfg["weight_decay"])
     else:
         opt = paddle.optimizer.Adam(scheduler, parameters=params, weight_decay=cfg["weight_decay"])
     return opt, scheduler
@@ -237,17 +239,31 @@ class Run:
         np.random.seed(cfg["seed"])
         self.data = Data(cfg, self.env, need_train=not cfg["eval"])
         cfg["num_labels"] = self.data.num_labels  # an architecture key read from the lists: build_model needs it
-        self.model = build_model(cfg)
+        self.model = build_model(cfg, self.ckpt["model"] if self.ckpt is not None else None)
         if self.ckpt is not None:
-            self.model.set_state_dict(self.ckpt["model"])
             log.info("loaded weights from %s (epoch %d)", ckpt_path, self.ckpt["epoch"])
         elif cfg.get("backbone_weights"):
             info = load_backbone_weights(self.model.backbone, cfg["backbone_weights"],
                                          allow_partial=bool(cfg.get("allow_partial_weights")))
             (log.warning if info["missing"] else log.info)("backbone weights: %s", info["summary"])
-        else:
-            log.warning("training %s from random initialisation (no --backbone-weights); fine for lite data, "
-                        "use ImageNet weights for real data sets", cfg["backbone"])
+        if not cfg["eval"]:
+            self._warn_about_recipe()
+
+    def _warn_about_recipe(self):
+        """Say at start what a recipe mismatch will do: the official recipes assume ImageNet weights and
+        many steps per epoch."""
+        cfg = self.cfg
+        if self.ckpt is None and not cfg.get("backbone_weights") and cfg["recipe"] != "scratch":
+            log.warning("training %s from random initialisation (no --backbone-weights) with %s's official recipe "
+                        "(lr %g, backbone lr x%g), which assumes ImageNet weights: expect it to learn little. Pass "
+                        "--backbone-weights FILE (README 'Pretrained weights'), or --recipe scratch for the "
+                        "random-init settings", cfg["backbone"], cfg["method"], cfg["lr"], cfg["backbone_lr_mult"])
+        steps = len(self.data.train_loader)
+        if steps < MIN_STEPS_PER_EPOCH:
+            log.warning("only %d training step(s) per epoch (%d images, batch %d x %d process(es)): the lr schedule "
+                        "and the loss see few updates per epoch; use a smaller -bs/--batch-size (about %d) or more "
+                        "--epochs", steps, len(self.data.sets["train"]), cfg["batch_size"], self.env.world_size,
+                        max(2, len(self.data.sets["train"]) // (MIN_STEPS_PER_EPOCH * self.env.world_size)))
 
     def _metrics(self, epoch, result, best_map, best_epoch):
         cfg = self.cfg
@@ -437,10 +453,20 @@ class Run:
         write_text(self.run.train_csv, buf.getvalue())
 
 
+def print_recipe(args):
+    """--print-recipe: the resolved settings and their sources (from the checkpoint when one is given)."""
+    ckpt_path = args.resume or args.pretrained
+    ckpt_cfg = load_checkpoint(ckpt_path, "--resume" if args.resume else "--pretrained")["cfg"] if ckpt_path else None
+    sources = {}
+    print(format_recipe(resolve(args, ckpt_cfg, sources), sources))
+
+
 def main(argv=None, distributed=False, description=""):
     from utils.train.config import build_parser
 
     args = build_parser(description).parse_args(argv)
+    if args.print_recipe:
+        return print_recipe(args)
     run = Run(args, distributed)
     if run.cfg["eval"]:
         run.evaluate_only()

@@ -1,0 +1,9 @@
+"""The method registry. A method is one module here — its loss, its head choice, its options and its
+recipe (models/methods/base.py) — ending in one `register(Method(...))` call; adding a method is that
+file plus its import line below. Everything else (training, evaluation, export, inference, prediction,
+the service, TIPC) is shared.
+"""
+from models.methods.base import METHODS, Method, Option, Recipe, Rule, method_options, register
+from models.methods import hashnet, orthohash, relahash, dpsh, csq  # noqa: F401  (each registers itself)
+
+__all__ = ["METHODS", "Method", "Option", "Recipe", "Rule", "method_options", "register"]

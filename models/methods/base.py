@@ -1,0 +1,109 @@
+"""What a method is: a head, a loss, its own options, and its recipe — the training settings of its
+official code, per data set where the references differ, each value with where it comes from.
+
+A recipe is resolved for a run (utils/train/config.py) in this order, later entries winning:
+
+    general defaults → the data-set preset → the method's base recipe → its rules that match the run
+    (data set / backbone / bit) → `--recipe scratch` (random-init settings) → the checkpoint → flags
+
+`python main_single_gpu.py --method M --dataset D --print-recipe` prints the result with the source
+of every value.
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+from models.codebook import CODEBOOK_METHODS
+from utils.registry import Registry
+
+PAPER, OFFICIAL, PROJECT = "paper", "official code", "this project"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method-specific command-line option (`--name`), its default taken from the method's recipe."""
+
+    name: str
+    type: Callable = float
+    help: str = ""
+    choices: tuple = None
+
+    @property
+    def dest(self):
+        return self.name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Recipe values for the runs whose cfg matches `when` (key → value, or a tuple of allowed values)."""
+
+    when: dict
+    values: dict
+    source: str
+
+    def matches(self, cfg):
+        return all(cfg.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in self.when.items())
+
+
+def always(values, source):
+    """A rule that applies to every run."""
+    return Rule({}, values, source)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """`rules` in order (later ones win where they match); `scratch`: what `--recipe scratch` applies on
+    top, for training from a random backbone (the official lr assumes ImageNet weights)."""
+
+    rules: tuple
+    scratch: dict = field(default_factory=dict)
+
+    def resolve(self, cfg, scratch=False):
+        """[(key, value, source)] for a run described by cfg (method, dataset, backbone, bit), in order."""
+        out = [(k, v, r.source) for r in self.rules if r.matches(cfg) for k, v in r.values.items()]
+        if scratch:
+            out += [(k, v, f"{PROJECT}: --recipe scratch") for k, v in self.scratch.items()]
+        return out
+
+
+# transforms shared by several recipes (utils/data/transforms.py); sizes come from the data-set preset
+# unless given
+SHORTER_CROP = dict(resize_mode="shorter", train_augment="crop_flip", eval_crop="center")
+DEEPHASH_CIFAR = dict(resize_size=224, crop_size=224, resize_mode="shorter", train_augment="none",
+                      eval_crop="center")
+DEEPHASH_CIFAR_SOURCE = f"{OFFICIAL}: DeepHash-pytorch utils/tools.py cifar_dataset (Resize(224) only)"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    build_head: Callable  # (in_dim, cfg, codebook or None) -> nn.Layer
+    build_loss: Callable  # (cfg, head, num_train) -> HashLoss
+    recipe: Recipe
+    options: tuple = field(default_factory=tuple)
+    summary: str = ""
+    uses_codebook: bool = False  # one ±1 target code per class, a buffer of the head (head.codebook)
+    legacy: dict = field(default_factory=dict)  # values of recipe keys in checkpoints written before them
+
+
+METHODS = Registry("method")
+register = METHODS.add
+
+
+def method_options():
+    """{option name: (Option, [method names])} over all registered methods."""
+    out = {}
+    for m in METHODS.values():
+        for opt in m.options:
+            out.setdefault(opt.name, (opt, []))[1].append(m.name)
+    return out
+
+
+CODEBOOK_OPTION = Option("codebook", str, "target codes, one per class: N normal, B Bernoulli, O greedy "
+                                          "max-Hamming, H Hadamard, or a file of ±1 rows (.npy, or a CSQ "
+                                          f"hash-centre .pkl) — one of {', '.join(CODEBOOK_METHODS)} or FILE")
+MARGIN_OPTION = Option("margin", float, "margin m on the true classes' similarity")
+SCALE_OPTION = Option("scale", float, "logit scale (OrthoHash s, RelaHash beta)")
+QUANT_OPTION = Option("quant-weight", float, "weight of the quantization term (DPSH eta, CSQ lambda)")
+LABEL_MODE_OPTION = Option(
+    "label-mode", str, "multi-label data: 'smooth' = label-smoothing CE over all labels (the paper), 'first' = "
+                       "CE on the first label only (OrthoHash's released code for COCO)", ("smooth", "first"))
