@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import paddle
 
+from models.methods import fill_legacy
 from utils.errors import UserError
 from utils.fileio import atomic_path
 from utils.rundir import RunDir
@@ -86,7 +87,8 @@ def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, cri
 
 
 def load_checkpoint(path, flag="--pretrained"):
-    """Read a checkpoint written by save_checkpoint; UserError for anything else."""
+    """Read a checkpoint written by save_checkpoint; UserError for anything else. Recipe keys the
+    checkpoint predates get the values it was trained with (models/methods/base.py LEGACY)."""
     if not os.path.isfile(path):
         raise UserError(f"{flag} {path}: file not found; train a model first (main_single_gpu.py) "
                         f"or point to its {RunDir.BEST} / {RunDir.LAST}")
@@ -105,6 +107,7 @@ def load_checkpoint(path, flag="--pretrained"):
     if bad:
         raise UserError(f"{flag} {path}: {len(bad)} weight tensors hold NaN/inf (first: {bad[0]}); the run that "
                         "wrote it diverged — use an earlier checkpoint or train again with a lower -lr")
+    ckpt["cfg"] = fill_legacy(ckpt.get("cfg", {}))
     return ckpt
 
 

@@ -3,7 +3,7 @@ recipe (models/methods/base.py) — ending in one `register(Method(...))` call; 
 file plus its import line below. Everything else (training, evaluation, export, inference, prediction,
 the service, TIPC) is shared.
 """
-from models.methods.base import METHODS, Method, Option, Recipe, Rule, method_options, register
+from models.methods.base import METHODS, Method, Option, Recipe, Rule, fill_legacy, method_options, register
 from models.methods import hashnet, orthohash, relahash, dpsh, csq  # noqa: F401  (each registers itself)
 
-__all__ = ["METHODS", "Method", "Option", "Recipe", "Rule", "method_options", "register"]
+__all__ = ["METHODS", "Method", "Option", "Recipe", "Rule", "fill_legacy", "method_options", "register"]

@@ -88,6 +88,16 @@ class Method:
 METHODS = Registry("method")
 register = METHODS.add
 
+# What a checkpoint written before a recipe key existed was trained with (a method's own: Method.legacy).
+LEGACY = dict(drop_last=True, backbone_dropout=True, resize_mode="shorter", eval_crop="center",
+              train_augment="crop_flip", rmsprop_form="paddle", bn_variance="biased", label_mode="smooth")
+
+
+def fill_legacy(cfg):
+    """cfg of a checkpoint, with the recipe keys it predates set to what it was trained with."""
+    method = METHODS.get(cfg.get("method"))
+    return {**LEGACY, **(method.legacy if method else {}), **cfg}
+
 
 def method_options():
     """{option name: (Option, [method names])} over all registered methods."""

@@ -22,9 +22,7 @@ ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook", "head")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
             "allow_absolute_paths", "allow_partial_weights", "recipe", "print_recipe")
-# What a checkpoint written before a recipe key existed was trained with (a method's own: Method.legacy).
-LEGACY = dict(drop_last=True, backbone_dropout=True, resize_mode="shorter", eval_crop="center",
-              train_augment="crop_flip", rmsprop_form="paddle", bn_variance="biased", label_mode="smooth")
+
 
 
 def _flag(parser, *names, **kw):
@@ -133,8 +131,6 @@ def resolve(args, checkpoint_cfg=None, sources=None):
             if key in given and key in base and given[key] != base[key]:
                 raise UserError(f"--{key.replace('_', '-')} {given[key]} contradicts the checkpoint "
                                 f"({key} = {base[key]}); drop the flag or use a matching checkpoint")
-        for key, value in {**LEGACY, **METHODS[base.get("method", "hashnet")].legacy}.items():
-            base.setdefault(key, value)  # written before the key existed: what it was trained with
     sources = {} if sources is None else sources
     layers = [(GENERAL_DEFAULTS, f"{PROJECT} (general default)")]
     cfg = {**GENERAL_DEFAULTS, **base, **given}
