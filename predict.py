@@ -3,6 +3,7 @@
     python predict.py [--bit 64] --img query.jpg [--data_path datasets/coco] [--dataset coco] [--list-dir data/coco]
                       [--pretrained output/best.pdparams | --model-dir output/inference] [--save_path ./output]
                       [--topk 10] [--show]
+    python predict.py --index output/index --img query.jpg [--topk 10] [--show]   # an index (scripts/index.py)
 
 Database codes are cached in <save_path>/database_code_<bit>.npy (training writes it too); the cache
 is reused only while the weights, the database list, the image root and the preprocessing are the
@@ -28,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None,
                    help="use an exported model (export_model.py) instead of a checkpoint")
     add_database_args(p)
+    p.add_argument("--index", default=None,
+                   help="search this index (scripts/index.py) instead of the database list; its own model by "
+                        "default (--pretrained / --model-dir must be the same model)")
     p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
                    help="where the database code cache and the matched pictures go (default %(default)s)")
     p.add_argument("--topk", type=int, default=10, help="results to list (default %(default)s)")
@@ -74,11 +78,23 @@ def main(argv=None):
         query = load_image(args.img)
     except ImageError as exc:
         raise UserError(f"--img {args.img}: {exc}")
-    searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, args.bit, args.save_path,
-                           args.dataset, args.data_path, args.list_dir, args.batch_size, args.skip_bad_images,
-                           model_line="----- Pretrained: Load model state from {source}")
-    database = searcher.database
-    _, hits = searcher.search(query, min(args.topk, len(database.codes)))
+    if args.index:
+        from utils.deploy.indexing import open_index_search
+
+        searcher = open_index_search(args.index, args.pretrained, args.model_dir,
+                                     args.backend if args.model_dir else None, args.use_gpu)
+        if args.bit is not None and searcher.model.bit != args.bit:
+            raise UserError(f"--bit {args.bit} but the index holds {searcher.model.bit}-bit codes")
+        print(f"----- Index {args.index}: {len(searcher)} items; model {searcher.model.source}")
+        database = None
+        _, hits = searcher.search(query, min(args.topk, max(len(searcher), 1)))
+        searcher.index.close()
+    else:
+        searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, args.bit, args.save_path,
+                               args.dataset, args.data_path, args.list_dir, args.batch_size, args.skip_bad_images,
+                               model_line="----- Pretrained: Load model state from {source}")
+        database = searcher.database
+        _, hits = searcher.search(query, min(args.topk, len(database.codes)))
     best = hits[0]
     print(f"----- Predicted Hamm_min: {best.distance}")
     print(f"----- Found Matched Pic: {best.path}")
@@ -88,13 +104,14 @@ def main(argv=None):
     with atomic_path(saved) as tmp:
         shutil.copyfile(best.path, tmp)
     print(f"----- Save Matched Pic in: {saved}")
-    print(f"{'rank':>4}  {'hamming':>7}  {'path':<60}  labels")
+    print(f"{'rank':>4}  {'hamming':>7}  {'path':<60}  labels" + ("  (id)" if args.index else ""))
     for hit in hits:
-        print(f"{hit.rank:>4}  {hit.distance:>7}  {hit.path:<60}  {' '.join(map(str, hit.labels))}")
+        print(f"{hit.rank:>4}  {hit.distance:>7}  {hit.path:<60}  {' '.join(map(str, hit.labels))}"
+              + (f"  ({hit.index})" if args.index else ""))
     if args.show:
         from utils.report.plots import save_montage
 
-        q_labels = query_labels(args.img, database, os.path.dirname(database.list.list_file))
+        q_labels = query_labels(args.img, database, os.path.dirname(database.list.list_file)) if database else None
         stem = os.path.splitext(os.path.basename(args.img))[0]
         png = save_montage(os.path.join(out_dir, f"{stem}_top{len(hits)}.png"), args.img, q_labels, hits)
         print(f"----- Save montage in: {png}")

@@ -2,12 +2,13 @@
 
     0  utils.errors, utils.fileio                      leaves
     1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
+       utils.index                                     the living index of codes (SQLite, segments, Milvus)
     2  models                                          backbones, heads, losses, codebooks, checkpoints
     3  utils.train, utils.deploy                       training engine; export, runtimes, search
     4  entry points: *.py at the top, scripts/, deploy/, test_tipc/
 
 A module may import its own package, any lower layer, or another package of its own layer as long as
-the packages form no cycle. `utils.retrieval` and `utils.report` never import Paddle or models, not
+the packages form no cycle. `utils.retrieval`, `utils.report` and `utils.index` never import Paddle or models, not
 even indirectly.
 """
 import ast
@@ -21,7 +22,7 @@ from tests.helpers import ROOT
 
 LAYERS = {
     "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0,
-    "utils.retrieval": 1, "utils.report": 1, "utils.data": 1,
+    "utils.retrieval": 1, "utils.report": 1, "utils.data": 1, "utils.index": 1,
     "models": 2,
     "utils.train": 3, "utils.deploy": 3,
 }
@@ -124,7 +125,7 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
         test_no_import_goes_up_a_layer()
 
 
-@pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.retrieval.code_cache",
+@pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.retrieval.code_cache", "utils.index",
                                     "utils.data.lists", "utils.data.transforms"])
 def test_numpy_layers_do_not_load_paddle(module):
     code = (f"import sys, {module}; bad = [m for m in ('paddle', 'models') if m in sys.modules]; "

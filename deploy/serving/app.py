@@ -3,6 +3,7 @@
     python deploy/serving/app.py --model-dir output/inference --data_path datasets/coco --list-dir data/coco
                                  [--pretrained CKPT instead of --model-dir] [--backend paddle|onnx]
                                  [--save_path ./output] [--host 127.0.0.1] [--port 8866] [--max-upload-mb 10]
+    python deploy/serving/app.py --index output/index [--admin-token T]   # an index (scripts/index.py)
 
 At start the model and the database codes are loaded once; the codes come from the same cache as
 predict.py (`<save_path>/database_code_<bit>.npy`, rebuilt when the weights, the list, the image root
@@ -12,17 +13,28 @@ or the preprocessing changed). Then:
     POST /search         multipart field `image`, `k` (form or query, default 10, at most --max-k)
                          -> {"code": hex, "bits": N, "results": [{rank, distance, index, path, labels}]}
     GET  /health         status, model, bits, database size
-    GET  /image/<index>  JPEG thumbnail of the database image at list position <index>
+    GET  /stats          database size, requests served, uptime (with --index: the index's info too)
+    GET  /image/<index>  JPEG thumbnail of the database image at list position <index> (--index: item id)
+    POST /index/add      (--index, admin) multipart `image` [+ `labels` "0,3"]: store and index it -> {id, path}
+    DELETE /index/<id>   (--index, admin) remove an item
+
+The admin routes need the token of --admin-token (or $HASHING_ADMIN_TOKEN) in the header
+`Authorization: Bearer <token>` (or `X-Admin-Token`); without a configured token they answer 403.
+Searches run on a snapshot of the index that an add or a delete replaces whole, so a query never sees a
+half-applied change. SIGTERM (docker stop, systemd) and Ctrl-C stop accepting connections, let the
+requests in flight finish, close the index, print one line and exit 0.
 
 Errors are JSON `{"error": "..."}`: 400 (not an image, bad k), 404 (no such route or index), 413
-(upload larger than --max-upload-mb). Served by waitress (a fixed pool of --threads worker threads,
-request bodies bounded and spooled to disk) when installed, else by Flask's threaded server.
+(upload larger than --max-upload-mb), 403 (admin route without the token), 409 (empty index). Served by
+waitress (a fixed pool of --threads worker threads, request bodies bounded and spooled to disk) when
+installed, else by Flask's threaded server.
 """
 import argparse
 import collections
 import io
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -38,15 +50,20 @@ from utils.errors import UserError, cli_entry  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 THUMB_SIZE = 256
 THUMB_CACHE = 512  # thumbnails kept in memory (about 10-20 KB each)
+ADMIN_ENV = "HASHING_ADMIN_TOKEN"
 
 
 def parse_args(argv=None):
     from utils.deploy.searcher import add_database_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--model-dir", "--model_dir", dest="model_dir", help="a model exported by export_model.py")
     src.add_argument("--pretrained", help="a training checkpoint (best.pdparams), run in Paddle's dynamic graph")
+    p.add_argument("--index", help="search this index (scripts/index.py) instead of a database list; its model "
+                                   "by default (--model-dir / --pretrained must be the same model)")
+    p.add_argument("--admin-token", default=os.environ.get(ADMIN_ENV) or None,
+                   help=f"enables POST /index/add and DELETE /index/<id> for this token (default ${ADMIN_ENV})")
     add_database_args(p)
     p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
                    help="folder of the database code cache (default %(default)s)")
@@ -61,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable database images")
     p.add_argument("--use-gpu", action="store_true")
     args = p.parse_args(argv)
+    if not (args.model_dir or args.pretrained or args.index):
+        raise UserError("give --model-dir DIR, --pretrained CKPT or --index IDX")
     for name in ("max_upload_mb", "max_k", "max_pixels", "threads"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -164,9 +183,106 @@ class Service:
                     "labels": hit.labels} for hit in found]
         return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}
 
+    def size(self):
+        return len(self.database.codes)
 
-def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, default_k=10):
-    """The Flask app over a Service."""
+    def health(self):
+        return {"database_size": self.size(), "list_size": len(self.database.list)}
+
+    def stats(self):
+        return {"database": self.database.list.list_file, "database_size": self.size()}
+
+    def image_path(self, key):
+        """The file behind /image/<key> (a list position), or None."""
+        pos = int(key) if re.fullmatch(r"[0-9]{1,12}", key) else -1
+        if not 0 <= pos < len(self.database.list):
+            return None, f"no database image {key!r}: the index is a list position, 0 to {len(self.database.list) - 1}"
+        return self.database.path(pos), None
+
+    def close(self):
+        pass
+
+
+class IndexService:
+    """The same routes over an index (utils.deploy.indexing.IndexSearcher), plus the admin writes. A search
+    takes the current snapshot once; a write builds the next snapshot and swaps it in (one assignment)."""
+
+    def __init__(self, searcher, backend):
+        from utils.retrieval import codes_to_hex
+
+        self.searcher, self.backend, self.model = searcher, backend, searcher.model
+        self.index = searcher.index
+        self._hex = codes_to_hex
+        self._lock = threading.Lock()  # the model (see Service)
+        self._write_lock = threading.Lock()
+
+    warm_up = Service.warm_up
+
+    def search(self, image, k):
+        snapshot = self.searcher.snapshot  # one consistent state for this query
+        with self._lock:
+            code, found = self.searcher.search(image, min(k, len(snapshot)), snapshot)
+        results = [{"rank": h.rank, "distance": h.distance, "id": h.index, "index": h.index, "path": h.path,
+                    "labels": h.labels} for h in found]
+        return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}
+
+    def size(self):
+        return len(self.searcher.snapshot)
+
+    def health(self):
+        return {"database_size": self.size(), "index": self.index.dir.path}
+
+    def stats(self):
+        info = self.index.info()
+        info["searchable"] = self.size()
+        return info
+
+    def image_path(self, key):
+        item = self.index.describe([int(key)]).get(int(key)) if re.fullmatch(r"[0-9]{1,12}", key) else None
+        if item is None:
+            return None, f"no item {key!r} in the index (ids come from /search results)"
+        return item[0], None
+
+    def add(self, data, image, labels=None):
+        """Store an uploaded image under the index's uploads/ (named by its content hash) and index it.
+        → (id, path, added?)"""
+        import hashlib
+
+        from utils.fileio import atomic_path
+        from utils.index import IndexDir
+
+        digest = hashlib.sha256(data).hexdigest()
+        folder = IndexDir(self.index.dir.path).uploads
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, digest + ".img")
+        with self._write_lock:
+            known = self.index.catalogue.alive_paths().get(path)
+            if known:
+                return known[0], path, False
+            if not os.path.isfile(path):
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+            with self._lock:
+                code = self.searcher.encode([image])
+            ids = self.index.add(code, [path], [labels], [digest])
+            self.searcher.refresh()
+        return int(ids[0]), path, True
+
+    def delete(self, item_id):
+        """→ True when removed, False when there is no such item."""
+        with self._write_lock:
+            removed, _ = self.index.remove([item_id], missing_ok=True)
+            if removed:
+                self.searcher.refresh()
+        return bool(removed)
+
+    def close(self):
+        self.index.close()
+
+
+def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, default_k=10, admin_token=None):
+    """The Flask app over a Service or an IndexService."""
     from flask import Flask, jsonify, request, send_from_directory
     from PIL import Image
     from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -179,8 +295,7 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
     app.json.sort_keys = False
     thumbs = LRUBytes(THUMB_CACHE)
-    db = service.database
-    n_codes = len(db.codes)
+    started, counts = time.time(), collections.Counter()
 
     def error(status, message):
         resp = jsonify({"error": message})
@@ -214,8 +329,68 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
     @app.get("/health")
     def health():
         return jsonify({"status": "ok", "model": service.model.source, "backend": service.backend,
-                        "bits": int(service.model.bit), "database_size": n_codes, "list_size": len(db.list),
+                        "bits": int(service.model.bit), **service.health(),
                         "max_k": max_k, "max_upload_mb": max_upload_mb})
+
+    @app.get("/stats")
+    def stats():
+        return jsonify({**service.stats(), "requests": dict(counts), "uptime_seconds": round(time.time() - started, 1),
+                        "admin": bool(admin_token)})
+
+    def admin_refusal():
+        """None when the request carries the admin token, else the 403 answer."""
+        import hmac
+
+        if not admin_token:
+            return error(403, "admin routes are disabled: start the service with --admin-token "
+                              f"(or ${ADMIN_ENV})")
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else request.headers.get("X-Admin-Token", "")
+        if not hmac.compare_digest(given.encode(), admin_token.encode()):
+            return error(403, "admin route: missing or wrong token (header 'Authorization: Bearer <token>')")
+        if not isinstance(service, IndexService):
+            return error(400, "the service was started without --index: there is no index to change")
+        return None
+
+    def read_image():
+        """(bytes, PIL image) of the multipart field `image` under the upload limits, or an error answer."""
+        upload = request.files.get("image")
+        if upload is None:
+            return None, error(400, "no image: send the query as multipart/form-data field 'image'")
+        data = upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return None, too_large(None)
+        try:
+            return (data, decode_upload(data, max_pixels)), None
+        except BadImage as exc:
+            return None, error(400, f"{upload.filename or 'upload'}: {exc}")
+
+    @app.post("/index/add")
+    def index_add():
+        refused = admin_refusal()
+        if refused:
+            return refused
+        raw_labels = request.values.get("labels", "").strip()
+        try:
+            labels = [int(t) for t in raw_labels.replace(",", " ").split()] if raw_labels else None
+        except ValueError:
+            return error(400, f"labels must be label indices such as '0,3', got {raw_labels!r}")
+        got, err = read_image()
+        if err:
+            return err
+        item_id, path, added = service.add(got[0], got[1], labels)
+        counts["add"] += 1
+        return jsonify({"id": item_id, "path": path, "added": added, "database_size": service.size()})
+
+    @app.delete("/index/<item>")
+    def index_delete(item):
+        refused = admin_refusal()
+        if refused:
+            return refused
+        if not re.fullmatch(r"[0-9]{1,18}", item) or not service.delete(int(item)):
+            return error(404, f"no item {item!r} in the index")
+        counts["delete"] += 1
+        return jsonify({"removed": int(item), "database_size": service.size()})
 
     @app.post("/search")
     def search():
@@ -226,30 +401,26 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
             return error(400, f"k must be a whole number, got {raw_k!r}")
         if not 1 <= k <= max_k:
             return error(400, f"k must be between 1 and {max_k}, got {k}")
-        upload = request.files.get("image")
-        if upload is None:
-            return error(400, "no image: send the query as multipart/form-data field 'image'")
-        data = upload.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            return too_large(None)
-        try:
-            image = decode_upload(data, max_pixels)
-        except BadImage as exc:
-            return error(400, f"{upload.filename or 'upload'}: {exc}")
+        got, err = read_image()
+        if err:
+            return err
+        if service.size() == 0:
+            return error(409, "the index is empty: add images first")
         start = time.perf_counter()
-        out = service.search(image, min(k, n_codes))
+        out = service.search(got[1], min(k, service.size()))
+        counts["search"] += 1
         out["milliseconds"] = round(1000 * (time.perf_counter() - start), 2)
         return jsonify(out)
 
     @app.get("/image/<index>")
     def image(index):
-        pos = int(index) if re.fullmatch(r"[0-9]{1,12}", index) else -1
-        if not 0 <= pos < len(db.list):
-            return error(404, f"no database image {index!r}: the index is a list position, 0 to {len(db.list) - 1}")
+        path, why = service.image_path(index)
+        if path is None:
+            return error(404, why)
         try:
-            jpeg = thumbs.get(pos, lambda: thumbnail_jpeg(db.path(pos)))
+            jpeg = thumbs.get(path, lambda: thumbnail_jpeg(path))
         except (OSError, ValueError, SyntaxError) as exc:
-            return error(404, f"database image {pos} ({db.list.paths[pos]}) cannot be read ({type(exc).__name__})")
+            return error(404, f"database image {index} ({path}) cannot be read ({type(exc).__name__})")
         resp = app.response_class(jpeg, mimetype="image/jpeg")
         resp.headers["Cache-Control"] = "public, max-age=3600"
         return resp
@@ -258,7 +429,18 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
 
 
 def build_service(args, log=print):
-    """Load the model and the database codes (from the cache, or encoded now)."""
+    """Load the model and the database codes (from the cache, or encoded now), or open the index."""
+    if args.index:
+        from utils.deploy.indexing import open_index_search
+
+        searcher = open_index_search(args.index, args.pretrained, args.model_dir,
+                                     args.backend if args.model_dir else None, args.use_gpu)
+        log(f"----- Index {args.index}: {len(searcher)} items, {searcher.model.bit}-bit codes of "
+            f"{searcher.model.source}")
+        service = IndexService(searcher, args.backend if args.model_dir else "index")
+        if len(searcher):
+            service.warm_up()
+        return service
     from utils.deploy.searcher import open_search
 
     searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, None, args.save_path,
@@ -279,9 +461,38 @@ def check_port(host, port):
         raise UserError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host")
 
 
-def serve(app, host, port, threads, max_body):
+class GracefulStop:
+    """SIGTERM / SIGINT: the first one asks the server to stop (no new connections, the requests in flight
+    finish), a second one stops at once. Installed after the model is loaded: Paddle sets its own C++
+    handlers when it is imported (they print a "FatalError: Termination signal" trace and exit 143)."""
+
+    def __init__(self):
+        self.signal_name = None
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+
+def _busy_channels(server):
+    """waitress channels reading a request, holding queued requests, or with output still to send."""
+    from waitress.channel import HTTPChannel
+
+    return [c for c in list(server._map.values()) if isinstance(c, HTTPChannel)
+            and (c.requests or getattr(c, "request", None) is not None or c.total_outbufs_len)]
+
+
+def serve(app, host, port, threads, max_body, stop=None, drain_seconds=30.0):
     """waitress when installed (fixed thread pool, bodies over `max_body` refused before they reach the
-    app), else Flask/werkzeug's threaded server."""
+    app), else Flask/werkzeug's threaded server. With `stop` (GracefulStop), a signal ends the loop after
+    the listening socket is closed and the requests in flight are answered (at most `drain_seconds`).
+    → the name of the signal that stopped it, or None."""
     try:
         import waitress
     except ImportError:
@@ -297,20 +508,47 @@ def serve(app, host, port, threads, max_body):
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host")
     workers = f"waitress, {threads} threads" if waitress else "werkzeug, a thread per request"
-    print(f"----- Serving on http://{host}:{port}/ ({workers}); Ctrl-C stops", flush=True)
+    print(f"----- Serving on http://{host}:{port}/ ({workers}); Ctrl-C or SIGTERM stops", flush=True)
+    stop = stop or GracefulStop()
     try:
-        server.run() if waitress else server.serve_forever()
+        if not waitress:
+            server.timeout = 0.5
+            while not stop.signal_name:
+                server.handle_request()  # one connection at a time is accepted; threads answer them
+            return stop.signal_name
+        deadline = None
+        while True:
+            server.asyncore.loop(timeout=0.2, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
+            if not stop.signal_name:
+                continue
+            if deadline is None:  # stop accepting; keep serving the connections we have
+                deadline = time.monotonic() + drain_seconds
+                server.accepting = False
+                server.del_channel()
+                server.socket.close()
+            if not _busy_channels(server) or time.monotonic() > deadline:
+                return stop.signal_name
     finally:
-        server.close() if waitress else server.server_close()
+        if waitress:
+            server.task_dispatcher.shutdown()
+        else:
+            server.server_close()
 
 
 def main(argv=None):
     args = parse_args(argv)
     check_port(args.host, args.port)
     service = build_service(args)
-    app = create_app(service, args.max_upload_mb, args.max_k, args.max_pixels)
-    # the app answers 413 (JSON) up to this size; waitress refuses anything more than 1 MB beyond it
-    serve(app, args.host, args.port, args.threads, int(args.max_upload_mb * 1024 * 1024) + (1 << 20))
+    app = create_app(service, args.max_upload_mb, args.max_k, args.max_pixels, admin_token=args.admin_token)
+    stop = GracefulStop().install()
+    try:
+        # the app answers 413 (JSON) up to this size; waitress refuses anything more than 1 MB beyond it
+        how = serve(app, args.host, args.port, args.threads, int(args.max_upload_mb * 1024 * 1024) + (1 << 20), stop)
+    finally:
+        service.close()
+    print(f"----- stopped by {how}: requests in flight answered, {'index' if args.index else 'database'} closed",
+          flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,313 @@
+"""A living index of hash codes: build it once, add and remove items, search it; no Paddle here.
+
+    idx = Index.create("output/index", bit=64, fingerprint=fp, backend="embedded")  # or backend="milvus", uri=...
+    ids = idx.add(packed_codes, paths, labels, hashes)      # stable integer ids, never reused
+    idx.remove([3, 7]); idx.compact()
+    dist, ids = idx.snapshot().search(packed_queries, k)   # ties by id, exactly utils.retrieval's rule
+
+An index directory (the contract is `IndexDir`):
+
+    index.json          format, backend (+ URI and collection for Milvus), code length; written once
+    catalogue.sqlite    items (id, path, labels, content hash, tombstone), segments, metadata (the model
+                        fingerprint, the next id, the build source) — every change one transaction
+    segments/           embedded backend: append-only segment files (header, ids int64, packed codes)
+
+Crash safety: a new segment file is written under a temporary name, fsynced and renamed, and only then
+listed in the catalogue in the same transaction as its items; a file the catalogue does not list is
+ignored (and deleted by `compact`). So a crash at any point leaves the previous or the new state.
+`CRASH_POINTS` names the steps between writes; tests crash the process at each (HASHING_INDEX_CRASH_AT).
+
+Backends are a registry (`BACKENDS`): "embedded" (segment files, searched by utils.retrieval, faiss
+optional) and "milvus" (a Milvus collection with a BINARY_VECTOR field and the HAMMING metric; the
+catalogue stays in SQLite). Both return the same ranking: distance, then id.
+"""
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from utils.errors import UserError
+from utils.fileio import write_json
+from utils.index.catalogue import Catalogue
+from utils.registry import Registry
+
+FORMAT = "hashing-index/1"
+CRASH_ENV = "HASHING_INDEX_CRASH_AT"
+# the steps between durable writes, in order, where a test may crash the process
+CRASH_POINTS = ("add:stored", "add:committed", "remove:committed", "remove:applied", "compact:stored",
+                "compact:committed", "rebuild:stored", "rebuild:committed")
+
+
+def crash_point(name):
+    """Kill the process at step `name` when HASHING_INDEX_CRASH_AT says so (tests of crash safety):
+    `name` crashes at the first pass, `name:N` at the N-th."""
+    want = os.environ.get(CRASH_ENV)
+    if not want:
+        return
+    step, _, nth = want.partition("@")
+    if step != name:
+        return
+    crash_point.seen[name] = crash_point.seen.get(name, 0) + 1
+    if crash_point.seen[name] >= int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+crash_point.seen = {}
+
+
+class IndexDir:
+    """The file names of an index directory, spelled only here."""
+
+    META = "index.json"
+    CATALOGUE = "catalogue.sqlite"
+    SEGMENTS = "segments"
+    UPLOADS = "uploads"  # images added through the service's POST /index/add
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.meta = os.path.join(self.path, self.META)
+        self.catalogue = os.path.join(self.path, self.CATALOGUE)
+        self.segments = os.path.join(self.path, self.SEGMENTS)
+        self.uploads = os.path.join(self.path, self.UPLOADS)
+
+    def segment(self, name):
+        return os.path.join(self.segments, name)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the --backend value
+    summary: str
+    open: Callable  # (IndexDir, meta dict, Catalogue, bit) -> store
+
+
+BACKENDS = Registry("index backend")
+
+
+def is_index(path):
+    return os.path.isfile(IndexDir(path).meta)
+
+
+# --------------------------------------------------------------------------------------------- index
+class Index:
+    """An open index: the catalogue plus the backend's code store."""
+
+    def __init__(self, path, flag="--index"):
+        d = IndexDir(path)
+        if not os.path.isdir(d.path):
+            raise UserError(f"{flag} {d.path}: no such directory; build an index first: "
+                            f"python scripts/index.py build --model M --images DIR --out {d.path}")
+        try:
+            with open(d.meta, encoding="utf-8") as f:
+                meta = json.load(f)
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+            bit = int(meta["bit"])
+            backend = meta["backend"]
+        except FileNotFoundError:
+            raise UserError(f"{flag} {d.path}: not an index directory (no {IndexDir.META}); "
+                            "build one with scripts/index.py build")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{d.meta}: not a valid index description ({type(exc).__name__}: {exc}); "
+                            "restore it from a backup or build the index again")
+        if backend not in BACKENDS:
+            raise UserError(f"{d.meta}: unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+        if not os.path.isfile(d.catalogue):
+            raise UserError(f"{flag} {d.path}: {IndexDir.CATALOGUE} is missing; the index is damaged: restore "
+                            "it from a backup or build it again")
+        self.dir, self.meta, self.bit, self.backend = d, meta, bit, backend
+        self.nbytes = (bit + 7) // 8
+        self.catalogue = Catalogue(d.catalogue)
+        self.store = BACKENDS[backend].open(d, meta, self.catalogue, bit)
+
+    @classmethod
+    def create(cls, path, bit, fingerprint, backend="embedded", uri=None, extra=None):
+        """A new empty index at `path` (which must not exist): made in a temporary sibling directory and
+        renamed into place, so a crash leaves no half-made index."""
+        if backend not in BACKENDS:
+            raise UserError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
+        path = os.path.abspath(os.fspath(path))
+        if os.path.exists(path):
+            raise UserError(f"--out {path} already exists; choose a new directory or add to it with "
+                            f"scripts/index.py add --index {path}")
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+        try:
+            d = IndexDir(tmp)
+            os.makedirs(d.segments)
+            meta = {"format": FORMAT, "backend": backend, "bit": int(bit)}
+            if backend == "milvus":
+                meta.update(uri=resolve_uri(uri, path), collection=(extra or {}).get("collection")
+                            or "hashing_" + os.urandom(6).hex())
+            cat = Catalogue(d.catalogue, create=True)
+            with cat.transaction() as db:
+                Catalogue.put(db, "fingerprint", fingerprint)
+                Catalogue.put(db, "next_id", 0)
+                for key, value in (extra or {}).items():
+                    if key != "collection":
+                        Catalogue.put(db, key, value)
+            cat.close()
+            write_json(d.meta, meta)
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            return cls(path)  # the backend makes its storage on first open (a Milvus collection)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def close(self):
+        self.store.close()
+        self.catalogue.close()
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def fingerprint(self):
+        return self.catalogue.get("fingerprint")
+
+    def check_fingerprint(self, fingerprint, what="the model"):
+        """UserError naming what differs when `fingerprint` is not the one the codes were made with."""
+        mine = self.fingerprint or {}
+        if mine == fingerprint:
+            return
+        changed = [k for k in sorted(set(mine) | set(fingerprint)) if mine.get(k) != fingerprint.get(k)]
+        raise UserError(f"--index {self.dir.path}: {what} differs from the one that encoded the index "
+                        f"(different {', '.join(changed)}); use the index's own model, or re-encode the "
+                        "index with: scripts/index.py add --index ... --model M --rebuild")
+
+    def __len__(self):
+        return self.catalogue.count()[0]
+
+    # ------------------------------------------------------------------ writes
+    def _check_codes(self, packed, n):
+        packed = np.ascontiguousarray(packed, np.uint8)
+        if packed.shape != (n, self.nbytes):
+            raise ValueError(f"expected packed codes of shape ({n}, {self.nbytes}), got {packed.shape}")
+        return packed
+
+    def add(self, packed, paths, labels=None, hashes=None, replaces=()):
+        """Append items (packed uint8 codes (n, bytes)); `replaces`: ids tombstoned in the same commit
+        (an image whose content changed). → the new ids (consecutive, never reused)."""
+        self.store.recover()
+        n = len(paths)
+        packed = self._check_codes(packed, n)
+        labels = list(labels) if labels is not None else [None] * n
+        hashes = list(hashes) if hashes is not None else [""] * n
+        if n == 0:
+            return np.zeros(0, np.int64)
+        token = None
+        try:
+            with self.catalogue.transaction() as db:  # holds the write lock: ids cannot collide
+                first = int(json.loads(db.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]))
+                ids = np.arange(first, first + n, dtype=np.int64)
+                token = self.store.write(ids, packed)
+                crash_point("add:stored")
+                if replaces:
+                    db.executemany("UPDATE items SET removed = 1 WHERE id = ?", [(int(i),) for i in replaces])
+                db.executemany("INSERT INTO items(id, path, labels, sha256) VALUES (?, ?, ?, ?)",
+                               [(int(i), p, None if lab is None else json.dumps([int(x) for x in lab]), h)
+                                for i, p, lab, h in zip(ids, paths, labels, hashes)])
+                Catalogue.put(db, "next_id", first + n)
+                self.store.commit(db, token)
+        except BaseException as exc:
+            if token is not None:
+                self.store.abandon(token)
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise UserError(f"--index {self.dir.path}: a path is already in the index ({exc}); "
+                                "remove it first or use scripts/index.py add, which skips known images")
+            raise
+        crash_point("add:committed")
+        if replaces:
+            self.store.delete([int(i) for i in replaces])
+        return ids
+
+    def remove(self, ids=(), paths=(), missing_ok=False):
+        """Tombstone items by id or by path. Unknown ids / paths are an error naming them (nothing is
+        removed), or skipped and returned when `missing_ok`. → (removed ids, missing)."""
+        self.store.recover()
+        ids = [int(i) for i in ids]
+        found = self.catalogue.items(ids)
+        missing = [str(i) for i in ids if i not in found or found[i][2]]
+        targets = [i for i in ids if i in found and not found[i][2]]
+        if paths:
+            alive = self.catalogue.alive_paths()
+            missing += [p for p in paths if p not in alive]
+            targets += [alive[p][0] for p in paths if p in alive]
+        if missing and not missing_ok:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise UserError(f"not in the index {self.dir.path}: {', '.join(missing[:5])}{more}; nothing was "
+                            "removed (check with scripts/index.py info, or pass --skip-missing)")
+        targets = sorted(set(targets))
+        if targets:
+            with self.catalogue.transaction() as db:
+                db.executemany("UPDATE items SET removed = 1 WHERE id = ?", [(i,) for i in targets])
+            crash_point("remove:committed")
+            self.store.delete(targets)
+            crash_point("remove:applied")
+        return targets, missing
+
+    def compact(self):
+        """Merge the segments and drop tombstoned items. → (items kept, items dropped)."""
+        self.store.recover()
+        return self.store.compact()
+
+    def replace_codes(self, fingerprint, encode_items, log=print):
+        """Re-encode every item with a new model (`--rebuild`): `encode_items(ids, paths) -> packed` per
+        chunk; the new codes and the new fingerprint are committed together."""
+        self.store.recover()
+        return self.store.rebuild(fingerprint, encode_items, log)
+
+    # ------------------------------------------------------------------ reads
+    def snapshot(self, engine=None):
+        """An immutable view for searching: later writes do not change it."""
+        return self.store.snapshot(engine or self.meta.get("engine", "auto"))
+
+    def info(self):
+        alive, removed = self.catalogue.count()
+        out = {"index": self.dir.path, "count": alive, "tombstones": removed, "bit": self.bit,
+               "backend": self.backend, "model": self.catalogue.get("model"),
+               "fingerprint": self.fingerprint, "source": self.catalogue.get("source"),
+               "next_id": int(self.catalogue.get("next_id", 0)),
+               "disk_bytes": dir_bytes(self.dir.path)}
+        out.update(self.store.info(alive + removed))
+        return out
+
+    def describe(self, ids):
+        """{id: (path, labels)} of items (also tombstoned ones still in the catalogue)."""
+        return {i: (p, lab) for i, (p, lab, _) in self.catalogue.items(ids).items()}
+
+
+def dir_bytes(path):
+    total = 0
+    for base, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(base, f))
+            except OSError:
+                pass
+    return total
+
+
+def resolve_uri(uri, index_path):
+    """A Milvus URI as stored: a server (http[s]://, tcp://) as given, a Milvus Lite file made absolute;
+    none: a Lite file inside the index directory."""
+    if not uri:
+        return os.path.join(index_path, "milvus.db")
+    if "://" in uri:
+        return uri
+    return os.path.abspath(uri)
+
+
+# the backends register themselves
+from utils.index import embedded as _embedded  # noqa: E402,F401
+from utils.index import milvus as _milvus  # noqa: E402,F401

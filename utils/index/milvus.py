@@ -1,0 +1,163 @@
+"""The Milvus backend: the codes in a Milvus collection (`id` INT64 primary key, `code` BINARY_VECTOR,
+index BIN_FLAT with the HAMMING metric, i.e. exact), the catalogue in the index's SQLite file.
+
+    --backend milvus --uri ./gallery.db               Milvus Lite: one local file, one process at a time
+    --backend milvus --uri http://milvus-host:19530   a Milvus server or cluster (MILVUS_TOKEN for auth)
+
+Order of writes: `add` inserts into Milvus inside the catalogue's write transaction and commits after it;
+`remove` commits the tombstones first, then deletes from Milvus. A crash in between leaves Milvus rows the
+catalogue does not count (ids >= next id) or tombstoned rows still in Milvus: searches filter both out and
+the next write deletes them, so the index reads as the previous or the new state.
+
+Milvus orders ties arbitrarily; searches ask for more than k and widen until the k-th result is certain,
+then order by (distance, id) — the same ranking as the embedded backend. Needs `pymilvus<2.6` and, for a
+local file, `milvus-lite==2.5.1` (Milvus Lite 3.x refuses binary vectors) with `setuptools<70`.
+"""
+import os
+
+import numpy as np
+
+from utils.errors import UserError
+from utils.index import BACKENDS, Backend
+
+INSTALL = "pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1' 'setuptools<70' (requirements-test.txt pins them)"
+MAX_LIMIT = 16384  # Milvus's largest topk
+BATCH = 10000
+
+
+class MilvusSnapshot:
+    def __init__(self, store, next_id, removed, count):
+        self.store, self.next_id, self.removed, self.count = store, next_id, removed, count
+        self.memory_bytes = None  # held by the Milvus server
+
+    def __len__(self):
+        return self.count
+
+    def _search(self, queries, limit):
+        s = self.store
+        res = s.client.search(s.name, data=[q.tobytes() for q in queries], limit=limit, anns_field="code",
+                              search_params={"metric_type": "HAMMING"}, output_fields=[])
+        return [[(int(round(h["distance"])), int(h["id"])) for h in row] for row in res]
+
+    def search(self, packed_queries, k):
+        if self.count == 0:
+            raise UserError("the index is empty: add images first (scripts/index.py add)")
+        queries = np.ascontiguousarray(packed_queries, np.uint8)
+        k = min(int(k), self.count)
+        out_d = np.zeros((len(queries), k), np.int32)
+        out_i = np.zeros((len(queries), k), np.int64)
+        todo = np.arange(len(queries))
+        limit = min(MAX_LIMIT, k + len(self.removed) + max(16, k))
+        while len(todo):
+            rows = self._search(queries[todo], limit)
+            again = []
+            for q, raw in zip(todo, rows):
+                kept = sorted((d, i) for d, i in raw if i < self.next_id and i not in self.removed)
+                certain = len(raw) < limit or (len(kept) >= k and kept[k - 1][0] < raw[-1][0])
+                if certain or limit >= MAX_LIMIT:
+                    if len(kept) < k or not certain:
+                        raise UserError(f"Milvus collection {self.store.name}: more than {MAX_LIMIT} codes tie "
+                                        f"at the {k}-th distance; ask for a smaller k")
+                    out_d[q], out_i[q] = [d for d, _ in kept[:k]], [i for _, i in kept[:k]]
+                else:
+                    again.append(q)
+            todo, limit = np.asarray(again, np.int64), min(MAX_LIMIT, 4 * limit)
+        return out_d, out_i
+
+
+class MilvusStore:
+    def __init__(self, d, meta, catalogue, bit):
+        try:
+            from pymilvus import DataType, MilvusClient
+        except ImportError as exc:
+            raise UserError(f"the Milvus backend needs pymilvus ({exc}): {INSTALL}")
+        if bit % 8:
+            raise UserError(f"Milvus binary vectors need a multiple of 8 bits; this index has {bit}")
+        self.dir, self.catalogue, self.bit, self.name = d, catalogue, bit, meta["collection"]
+        self.uri = meta["uri"]
+        try:
+            self.client = MilvusClient(uri=self.uri, token=os.environ.get("MILVUS_TOKEN", ""))
+            if not self.client.has_collection(self.name):
+                schema = self.client.create_schema(auto_id=False)
+                schema.add_field("id", DataType.INT64, is_primary=True)
+                schema.add_field("code", DataType.BINARY_VECTOR, dim=bit)
+                params = self.client.prepare_index_params()
+                params.add_index("code", index_type=meta.get("index_type", "BIN_FLAT"), metric_type="HAMMING")
+                self.client.create_collection(self.name, schema=schema, index_params=params)
+            self.client.load_collection(self.name)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises many kinds; all mean "cannot use it"
+            raise UserError(f"cannot open Milvus collection {self.name} at {self.uri} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                            f"check --uri / the server (and MILVUS_TOKEN); Milvus Lite needs: {INSTALL}")
+        self._recovered = False
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a client that is gone
+            pass
+
+    def recover(self):
+        """Delete what a crashed write left in Milvus: rows beyond the committed ids, tombstoned rows."""
+        if self._recovered:
+            return
+        next_id = int(self.catalogue.get("next_id", 0))
+        self.client.delete(self.name, filter=f"id >= {next_id}")
+        removed = self.catalogue.removed_ids()
+        for start in range(0, len(removed), BATCH):
+            self.client.delete(self.name, ids=removed[start:start + BATCH])
+        self._recovered = True
+
+    def write(self, ids, packed):
+        for start in range(0, len(ids), BATCH):
+            self.client.insert(self.name, [{"id": int(i), "code": c.tobytes()}
+                                           for i, c in zip(ids[start:start + BATCH], packed[start:start + BATCH])])
+        return int(ids[0]), int(ids[-1]) + 1
+
+    def commit(self, db, token):
+        pass
+
+    def abandon(self, token):
+        try:
+            self.client.delete(self.name, filter=f"id >= {token[0]} and id < {token[1]}")
+        except Exception:  # noqa: BLE001 - the next recover() deletes them
+            pass
+
+    def delete(self, ids):
+        for start in range(0, len(ids), BATCH):
+            self.client.delete(self.name, ids=[int(i) for i in ids[start:start + BATCH]])
+
+    def snapshot(self, engine="auto"):
+        with self.catalogue.reading() as db:
+            next_id = int(self.catalogue.get("next_id", 0))
+            removed = set(self.catalogue.removed_ids(db))
+            alive = db.execute("SELECT count(*) FROM items WHERE removed = 0").fetchone()[0]
+        return MilvusSnapshot(self, next_id, removed, int(alive))
+
+    def compact(self):
+        removed = self.catalogue.removed_ids()
+        self.delete(removed)
+        try:
+            self.client.compact(self.name)
+        except Exception:  # noqa: BLE001 - Milvus Lite has no compaction; the rows are deleted anyway
+            pass
+        with self.catalogue.transaction() as db:
+            db.execute("DELETE FROM items WHERE removed = 1")
+        return self.catalogue.count()[0], len(removed)
+
+    def rebuild(self, fingerprint, encode_items, log=print):
+        raise UserError("--rebuild is not supported on the Milvus backend: build a new index with the new "
+                        "model (scripts/index.py build --backend milvus ...) and point the service at it")
+
+    def info(self, n_rows):
+        try:
+            rows = int(self.client.get_collection_stats(self.name).get("row_count", -1))
+        except Exception:  # noqa: BLE001
+            rows = None
+        return {"uri": self.uri, "collection": self.name, "milvus_rows": rows, "memory_bytes": None,
+                "engine": "Milvus BIN_FLAT, HAMMING"}
+
+
+BACKENDS.add(Backend("milvus", "a Milvus collection (BINARY_VECTOR, HAMMING), or a Milvus Lite file", MilvusStore))
