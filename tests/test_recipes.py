@@ -352,6 +352,7 @@ TRANSFORM_CASES = {  # (method, dataset, flags): every distinct transform, on 64
     "hashnet-shorter-center": ("hashnet", "coco", ()),
     "orthohash-square-center": ("orthohash", "imagenet", ()),
     "csq-square-place": ("csq", "coco", ()),
+    "relahash-square-crop": ("relahash", "nuswide", ()),
     "dpsh-cifar": ("dpsh", "cifar10", ("--resize-size", 64)),
 }
 
@@ -398,3 +399,13 @@ def test_export_then_infer_gives_dygraph_codes_under_the_methods_transform(case,
         run_cli(["deploy/inference_python/infer.py", "--model-dir", tmp_path / "inf", "--img", images, "--backend",
                  backend, "--save-codes", npy])
         np.testing.assert_array_equal(np.load(npy) > 0, expected > 0)
+
+
+def test_default_transform_keeps_the_fingerprint_it_had_before_the_recipe_fields():
+    """Code caches and inference.yml files written before resize_mode/eval_crop/train_augment existed
+    hold exactly this dict: a transform equal to the old one must keep it (or every cache is stale)."""
+    old = {"resize_size": 256, "crop_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert Preprocess(256, 224).to_dict() == old
+    assert Preprocess.from_dict(old) == Preprocess(256, 224)
+    csq = Preprocess(255, 224, resize_mode="square", eval_crop="place", train_augment="resized_crop_flip")
+    assert Preprocess.from_dict(csq.to_dict()) == csq and csq.to_dict() != old

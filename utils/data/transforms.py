@@ -104,8 +104,14 @@ class Preprocess:
                 raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
 
     def to_dict(self):
+        """Plain values (inference.yml, code-cache fingerprints). The recipe fields are left out where they
+        hold the defaults, so that a transform equal to the one before they existed keeps its fingerprint
+        (and a database cached then stays valid)."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        for f in fields(self)[4:]:
+            if d[f.name] == f.default:
+                del d[f.name]
         return d
 
     @classmethod
