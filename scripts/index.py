@@ -149,36 +149,27 @@ def remove(args):
         ids = [int(t) for t in args.ids.split(",") if t.strip()] if args.ids else []
     except ValueError:
         raise UserError(f"--ids {args.ids}: expected comma-separated whole numbers, e.g. --ids 3,7")
-    index = Index(args.index)
-    try:
+    with Index(args.index) as index:
         removed, missing = index.remove(ids, args.paths or (), missing_ok=args.skip_missing)
         skipped = f", skipped {len(missing)} not in the index ({', '.join(missing[:5])})" if missing else ""
         print(f"----- removed {len(removed)}{skipped}; {len(index)} items left", flush=True)
-    finally:
-        index.close()
     return 0
 
 
 def compact(args):
     from utils.index import Index
 
-    index = Index(args.index)
-    try:
+    with Index(args.index) as index:
         kept, dropped = index.compact()
         print(f"----- compacted {args.index}: {kept} items kept, {dropped} removed items dropped", flush=True)
-    finally:
-        index.close()
     return 0
 
 
 def info(args):
     from utils.index import Index
 
-    index = Index(args.index)
-    try:
+    with Index(args.index) as index:
         out = index.info()
-    finally:
-        index.close()
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

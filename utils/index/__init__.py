@@ -166,6 +166,12 @@ class Index:
             shutil.rmtree(path, ignore_errors=True)
             raise
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         self.store.close()
         self.catalogue.close()
