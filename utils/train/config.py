@@ -11,6 +11,7 @@ from models.backbones import BACKBONES
 from models.methods import METHODS, method_options
 from utils.data.datasets import PRESETS
 from utils.errors import UserError
+from utils.train.amp import CHOICES as AMP_CHOICES
 
 # Keys that define the network and its codes: a checkpoint and the command line must agree on them.
 ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook")
@@ -72,6 +73,9 @@ def build_parser(description):
     _flag(g, "-ee", "--eval-epochs", type=int, default=None,
           help="evaluate every N epochs (and after the last); default 10")
     _flag(g, "--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run")
+    _flag(g, "--amp", choices=AMP_CHOICES, default=None,
+          help="mixed precision (default off): auto_cast of the forward pass, a dynamic loss scaler for fp16, "
+               "losses in FP32 (utils/train/amp.py); GPU/XPU only, no effect on CPU")
     g = p.add_argument_group("checkpoints and output")
     _flag(g, "--output", default=None, help="output directory (default ./output)")
     _flag(g, "--eval", action="store_true", help="only evaluate --pretrained (or --resume) and print mAP")
@@ -87,7 +91,7 @@ def build_parser(description):
 
 
 GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,
-                        eval_epochs=10, output="./output")
+                        eval_epochs=10, output="./output", amp="off")
 
 
 def resolve(args, checkpoint_cfg=None):
