@@ -17,7 +17,7 @@ from utils.train.amp import CHOICES as AMP_CHOICES
 ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
-            "allow_absolute_paths", "allow_partial_weights")
+            "allow_absolute_paths", "allow_partial_weights", "visualdl")
 
 
 def _flag(parser, *names, **kw):
@@ -81,6 +81,9 @@ def build_parser(description):
     _flag(g, "--eval", action="store_true", help="only evaluate --pretrained (or --resume) and print mAP")
     _flag(g, "--pretrained", default=None, help="checkpoint to evaluate or to start training from")
     _flag(g, "--resume", default=None, help="checkpoint to continue training from (exact: epoch, optimizer, best mAP)")
+    _flag(g, "--visualdl", metavar="DIR", default=None,
+          help="also write a VisualDL log there: loss, lr, mAP, code histograms, PR curve (utils/train/visualdl.py; "
+               "needs pip install visualdl)")
     g = p.add_argument_group("method options (defaults from the paper)")
     for name, (opt, owners) in sorted(method_options().items()):
         kw = dict(type=opt.type, default=None, help=f"{opt.help} [{', '.join(owners)}]")

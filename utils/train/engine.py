@@ -27,6 +27,7 @@ from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, r
 from utils.retrieval.code_cache import make_fingerprint, save_codes
 from utils.train.amp import Amp
 from utils.train.config import ARCH_KEYS, resolve
+from utils.train.visualdl import VisualDLLog
 from utils.data.datasets import PRESETS, ImageListDataset, load_lists, make_loader
 from utils.train.dist import Env
 from utils.errors import UserError
@@ -312,6 +313,7 @@ class Run:
         criterion = METHODS[cfg["method"]].build_loss(cfg, model.head, len(train_set.list))
         optimizer, scheduler = build_optimizer(cfg, model)
         amp = Amp(cfg["amp"], env.device, log)
+        vdl = VisualDLLog(cfg.get("visualdl") if env.is_main else None)
         state = TrainState()
         if cfg.get("resume"):
             ck = self.ckpt
@@ -385,10 +387,13 @@ class Run:
                 if epoch % cfg["eval_epochs"] == 0 or epoch == cfg["epochs"]:
                     last_eval = (epoch, self._evaluate_epoch(row, state))
                 state.history.append(row)
+                evaluated = last_eval[1] if last_eval and last_eval[0] == epoch else None
+                vdl.epoch(row, evaluated, *(self._eval_labels(evaluated) if evaluated else ()))
                 if env.is_main:
                     save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion, amp)
                     self._write_train_log(state.history)
                 env.barrier()
+        vdl.close()
         if env.is_main and last_eval:
             self._write_report(last_eval[1], last_eval[0])
         if bad.count:
@@ -398,6 +403,11 @@ class Run:
         log.info("done: best mAP@%s %.4f at epoch %d; outputs in %s (%s)", topk_name(cfg), state.best_map,
                  state.best_epoch, os.path.abspath(self.out), ", ".join(outputs))
         return state
+
+    def _eval_labels(self, result):
+        """Labels of the query and database rows of an evaluate() result."""
+        return (self.data.lists["test"].labels[result["query_indices"]],
+                self.data.lists["database"].labels[result["db_indices"]])
 
     def _diverged(self, what, epoch, step):
         """Stop a diverged run: one line on stderr and in train.log, pointing at the last good checkpoint
