@@ -62,9 +62,10 @@ class TrainState:
                    best_epoch=int(ckpt.get("best_epoch", 0)), history=list(ckpt.get("history", [])))
 
 
-def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, criterion=None):
+def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, criterion=None, amp=None):
     """Write `model`'s weights, `cfg` and the TrainState `state`; with optimizer, scheduler and criterion
-    the checkpoint can be resumed (last.pdparams), without them it is for evaluation and export (best.pdparams)."""
+    the checkpoint can be resumed (last.pdparams), without them it is for evaluation and export (best.pdparams).
+    `amp` (utils.train.amp.Amp): its mode and loss-scaler state, restored by --resume."""
     weights = model.state_dict()
     ckpt = {
         "format": FORMAT,
@@ -80,6 +81,8 @@ def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, cri
         ckpt["scheduler"] = scheduler.state_dict()
     if criterion is not None:
         ckpt["criterion"] = criterion.state_dict()
+    if amp is not None:
+        ckpt["amp"] = amp.state_dict()
     ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     ckpt.update(state.to_checkpoint(resumable=optimizer is not None))
     with atomic_path(path) as tmp:

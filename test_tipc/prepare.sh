@@ -20,9 +20,11 @@ source "${ROOT}/test_tipc/common_func.sh"
 
 func_load_config "bash test_tipc/prepare.sh CONFIG MODE   (MODE: ${TIPC_MODES// / | })" "${1:-}" "${2:-lite_train_lite_infer}"
 
-# ---- paddle2onnx config: make sure there is a checkpoint to convert
-if [ -n "$(func_section_lines "$FILENAME" paddle2onnx_params)" ]; then
-    ckpt=${TIPC_PRETRAINED:-$(func_cfg_mode "$FILENAME" --pretrained paddle2onnx_params "$MODE")}
+# ---- paddle2onnx or ptq config: make sure there is a checkpoint to convert
+section=paddle2onnx_params
+[ -n "$(func_section_lines "$FILENAME" ptq_params)" ] && section=ptq_params
+if [ -n "$(func_section_lines "$FILENAME" $section)" ]; then
+    ckpt=${TIPC_PRETRAINED:-$(func_cfg_mode "$FILENAME" --pretrained $section "$MODE")}
     [ -z "${TIPC_PRETRAINED:-}" ] && ckpt=${ckpt/#test_tipc\/output\//${OUTPUT_ROOT}/}  # follow TIPC_OUTPUT
     if [ -f "$ckpt" ]; then
         echo "checkpoint ${ckpt} is there"
@@ -32,7 +34,7 @@ if [ -n "$(func_section_lines "$FILENAME" paddle2onnx_params)" ]; then
         echo "TIPC_PRETRAINED=${TIPC_PRETRAINED} does not exist" >&2
         exit 1
     fi
-    train_config=$(func_cfg "$FILENAME" train_config paddle2onnx_params)
+    train_config=$(func_cfg "$FILENAME" train_config $section)
     echo "no checkpoint ${ckpt}: training one with ${train_config} (${MODE}, single process)"
     TIPC_STEPS=norm_train bash test_tipc/test_train_inference_python.sh "$train_config" "$MODE" || exit 1
     if [ ! -f "$ckpt" ]; then

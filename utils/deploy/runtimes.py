@@ -10,6 +10,7 @@ their choices from RUNTIMES. Adding a runtime: an encoder class and an export fu
 module imported here; the engine itself imported lazily, inside them) and one `register_runtime(...)`.
 """
 import contextlib
+import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from utils.deploy import PREFIX
+from utils.deploy import PREFIX, quantize
 from utils.errors import UserError
 from utils.registry import Registry
 
@@ -30,6 +31,7 @@ class Runtime:
     export: Callable  # (dygraph model, crop, directory, log=print, **options) -> {inference.yml files role: name}
     open: Callable  # (directory, use_gpu=False, threads=None, mkldnn=True) -> encoder with .run(batch)
     export_flag: str = ""  # export_model.py flag that asks for this export ("": always exported)
+    exact: bool = True  # codes equal to dygraph's (False: quantised; the code cache then keys on its files too)
 
 
 RUNTIMES = Registry("runtime")
@@ -45,6 +47,20 @@ def get_runtime(backend):
 def open_exported(model_dir, backend="paddle", use_gpu=False, threads=None, mkldnn=True):
     """The encoder of an export_model.py directory in the runtime `backend`."""
     return get_runtime(backend).open(model_dir, use_gpu, threads, mkldnn)
+
+
+def codes_fingerprint(backend, model_dir, weights_fingerprint):
+    """What the codes of `model_dir` in `backend` depend on, for the database code cache: the weights, and
+    for a runtime that is not exact (quantised) also its model files, so FP32 and INT8 caches never mix."""
+    runtime = get_runtime(backend)
+    if runtime.exact:
+        return weights_fingerprint
+    h = hashlib.sha256(f"{weights_fingerprint}|{runtime.name}".encode())
+    for name in runtime.files:
+        with open(os.path.join(model_dir, name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- Paddle Inference
@@ -127,15 +143,17 @@ def export_onnx(model, crop, directory, log=print, opset=11, **_options):
 class OnnxEncoder:
     """An exported ONNX model in ONNX Runtime (`mkldnn` concerns Paddle Inference only)."""
 
+    FILE, EXPORT_FLAGS = PREFIX + ".onnx", "--onnx"
+
     def __init__(self, model_dir, use_gpu=False, threads=None, mkldnn=True):
         try:
             import onnxruntime as ort
         except ImportError:
             raise UserError("--backend onnx needs onnxruntime: pip install onnxruntime")
-        path = os.path.join(model_dir, PREFIX + ".onnx")
+        path = os.path.join(model_dir, self.FILE)
         if not os.path.isfile(path):
-            raise UserError(f"--model-dir {model_dir}: no {PREFIX}.onnx there; export with "
-                            "python export_model.py --pretrained CKPT --output-dir DIR --onnx")
+            raise UserError(f"--model-dir {model_dir}: no {self.FILE} there; export with "
+                            f"python export_model.py --pretrained CKPT --output-dir DIR {self.EXPORT_FLAGS}")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # paddle2onnx leaves unused initializers: ORT warns about each
         if threads:
@@ -149,7 +167,16 @@ class OnnxEncoder:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
 
 
+class OnnxInt8Encoder(OnnxEncoder):
+    """The INT8 (QDQ) ONNX model of export_model.py --int8 in ONNX Runtime (utils/deploy/quantize.py)."""
+
+    FILE, EXPORT_FLAGS = quantize.INT8_ONNX, "--onnx --int8 --calib-list data/<dataset>/train.txt"
+
+
 register_runtime(Runtime("paddle", "Paddle Inference", (PREFIX + ".json", PREFIX + ".pdiparams"),
                          export_paddle, PaddleInferenceEncoder))
 register_runtime(Runtime("onnx", "ONNX Runtime, converted by paddle2onnx", (PREFIX + ".onnx",),
                          export_onnx, OnnxEncoder, export_flag="onnx"))
+register_runtime(Runtime("onnx-int8", "ONNX Runtime, INT8 post-training quantisation of the ONNX model",
+                         (quantize.INT8_ONNX,), quantize.export_onnx_int8, OnnxInt8Encoder, export_flag="int8",
+                         exact=False))

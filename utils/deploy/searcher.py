@@ -37,7 +37,7 @@ class Model:
     encoder: object  # .run(batch) -> continuous codes
     preprocess: object  # utils.data.transforms.Preprocess
     bit: int
-    weights_fingerprint: str
+    weights_fingerprint: str  # of what the codes depend on (runtimes.codes_fingerprint), keys the code cache
     source: str  # the checkpoint or model directory, for messages
     trained_on: dict  # dataset / data_path / list_dir of training (defaults for the database)
 
@@ -71,13 +71,14 @@ def find_checkpoint(save_path, bit=None):
 def load_model(pretrained=None, model_dir=None, backend="paddle", use_gpu=False):
     """A Model from a checkpoint (dygraph) or from an export_model.py directory."""
     from utils import deploy
-    from utils.deploy.runtimes import open_exported
+    from utils.deploy.runtimes import codes_fingerprint, open_exported
 
     if model_dir:
         meta = deploy.read_inference_yml(model_dir)
         encoder = open_exported(model_dir, backend, use_gpu)
-        return Model(encoder, meta["preprocess_obj"], int(meta["model"]["bit"]), meta["weights_fingerprint"],
-                     model_dir, meta.get("trained_on") or {"dataset": meta["model"].get("dataset")})
+        fingerprint = codes_fingerprint(backend, model_dir, meta["weights_fingerprint"])
+        return Model(encoder, meta["preprocess_obj"], int(meta["model"]["bit"]), fingerprint, model_dir,
+                     meta.get("trained_on") or {"dataset": meta["model"].get("dataset")})
     encoder = deploy.DygraphEncoder(pretrained, "--pretrained", use_gpu)
     cfg = encoder.cfg
     trained_on = {k: cfg.get(k) for k in ("dataset", "data_path", "list_dir")}

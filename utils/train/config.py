@@ -15,14 +15,14 @@ from models.methods.base import PROJECT
 from utils.data.datasets import PRESETS
 from utils.data.transforms import EVAL_CROPS, RESIZE_MODES, TRAIN_AUGMENTS
 from utils.errors import UserError
+from utils.train.amp import CHOICES as AMP_CHOICES
 from utils.train.optim import RMSPROP_FORMS
 
 # Keys that define the network and its codes: a checkpoint and the command line must agree on them.
 ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook", "head")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
-            "allow_absolute_paths", "allow_partial_weights", "recipe", "print_recipe")
-
+            "allow_absolute_paths", "allow_partial_weights", "recipe", "print_recipe", "visualdl")
 
 
 def _flag(parser, *names, **kw):
@@ -97,11 +97,17 @@ def build_parser(description):
     _flag(g, "-ee", "--eval-epochs", type=int, default=None,
           help="evaluate every N epochs (and after the last); default 10")
     _flag(g, "--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run")
+    _flag(g, "--amp", choices=AMP_CHOICES, default=None,
+          help="mixed precision (default off): auto_cast of the forward pass, a dynamic loss scaler for fp16, "
+               "losses in FP32 (utils/train/amp.py); GPU/XPU only, no effect on CPU")
     g = p.add_argument_group("checkpoints and output")
     _flag(g, "--output", default=None, help="output directory (default ./output)")
     _flag(g, "--eval", action="store_true", help="only evaluate --pretrained (or --resume) and print mAP")
     _flag(g, "--pretrained", default=None, help="checkpoint to evaluate or to start training from")
     _flag(g, "--resume", default=None, help="checkpoint to continue training from (exact: epoch, optimizer, best mAP)")
+    _flag(g, "--visualdl", metavar="DIR", default=None,
+          help="also write a VisualDL log there: loss, lr, mAP, code histograms, PR curve (utils/train/visualdl.py; "
+               "needs pip install visualdl)")
     g = p.add_argument_group("method options (defaults from the paper)")
     for name, (opt, owners) in sorted(method_options().items()):
         kw = dict(type=opt.type, default=None, help=f"{opt.help} [{', '.join(owners)}]")
@@ -114,7 +120,7 @@ def build_parser(description):
 GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,
                         eval_epochs=10, output="./output", drop_last=True, backbone_dropout=True,
                         rmsprop_form="pytorch", bn_variance="unbiased", resize_mode="shorter", eval_crop="center",
-                        train_augment="crop_flip", recipe="paper")
+                        train_augment="crop_flip", recipe="paper", amp="off")
 
 
 def resolve(args, checkpoint_cfg=None, sources=None):

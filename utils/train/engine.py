@@ -25,7 +25,9 @@ from utils import retrieval
 from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint,
                                weights_fingerprint)
 from utils.retrieval.code_cache import make_fingerprint, save_codes
+from utils.train.amp import Amp
 from utils.train.config import ARCH_KEYS, format_recipe, resolve
+from utils.train.visualdl import VisualDLLog
 from utils.data.datasets import PRESETS, ImageListDataset, load_lists, make_loader
 from utils.train.dist import Env
 from utils.train.optim import rmsprop
@@ -326,6 +328,8 @@ class Run:
         train_set = self.data.sets["train"]
         criterion = METHODS[cfg["method"]].build_loss(cfg, model.head, len(train_set.list))
         optimizer, scheduler = build_optimizer(cfg, model)
+        amp = Amp(cfg["amp"], env.device, log)
+        vdl = VisualDLLog(cfg.get("visualdl") if env.is_main else None)
         state = TrainState()
         if cfg.get("resume"):
             ck = self.ckpt
@@ -339,6 +343,7 @@ class Run:
             scheduler.last_epoch = state.epoch
             scheduler.last_lr = scheduler.get_lr()
             criterion.set_state_dict(ck["criterion"])
+            amp.set_state_dict(ck.get("amp"))
             restore_rng(ck)
             log.info("resuming at epoch %d%s, best mAP so far %s", state.epoch + 1,
                      f" step {state.step}" if state.step else "",
@@ -370,20 +375,20 @@ class Run:
                     kept = bad.filter(*batch)
                     if kept is not None and len(kept[2]) > 1:
                         img, label, idx = kept
-                        loss = criterion(net(img), label, idx)
+                        with amp.autocast():
+                            out = net(img)
+                        loss = criterion(amp.float32(out), label, idx)  # every loss in FP32
                         value = float(loss.item())
                         if env.any(not math.isfinite(value)):  # every rank stops, not only the one that saw it
                             self._diverged(f"loss is {value}", epoch, step)
-                        loss.backward()
-                        optimizer.step()
-                        optimizer.clear_grad()
+                        amp.step(loss, optimizer)  # backward (scaled with fp16), step, clear_grad
                         losses.append(value)
                         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
                     if env.any(stop.requested):
                         self._check_weights(epoch, step)
                         state.step = step  # state.epoch is still the last completed one
                         if env.is_main:
-                            save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion)
+                            save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion, amp)
                         log.warning("stopped by signal at epoch %d step %d; resume with --resume %s", epoch, step,
                                     self.run.last)
                         raise KeyboardInterrupt
@@ -398,10 +403,13 @@ class Run:
                 if epoch % cfg["eval_epochs"] == 0 or epoch == cfg["epochs"]:
                     last_eval = (epoch, self._evaluate_epoch(row, state))
                 state.history.append(row)
+                evaluated = last_eval[1] if last_eval and last_eval[0] == epoch else None
+                vdl.epoch(row, evaluated, *(self._eval_labels(evaluated) if evaluated else ()))
                 if env.is_main:
-                    save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion)
+                    save_checkpoint(self.run.last, model, cfg, state, optimizer, scheduler, criterion, amp)
                     self._write_train_log(state.history)
                 env.barrier()
+        vdl.close()
         if env.is_main and last_eval:
             self._write_report(last_eval[1], last_eval[0])
         if bad.count:
@@ -411,6 +419,11 @@ class Run:
         log.info("done: best mAP@%s %.4f at epoch %d; outputs in %s (%s)", topk_name(cfg), state.best_map,
                  state.best_epoch, os.path.abspath(self.out), ", ".join(outputs))
         return state
+
+    def _eval_labels(self, result):
+        """Labels of the query and database rows of an evaluate() result."""
+        return (self.data.lists["test"].labels[result["query_indices"]],
+                self.data.lists["database"].labels[result["db_indices"]])
 
     def _diverged(self, what, epoch, step):
         """Stop a diverged run: one line on stderr and in train.log, pointing at the last good checkpoint
