@@ -13,6 +13,7 @@ from utils.errors import UserError
 from utils.fileio import write_text
 
 LIST_NAMES = ("train", "database", "test")
+NO_LABELS_HINT = " (paths alone serve only as the training list of an unsupervised --method)"
 
 
 @dataclass
@@ -75,12 +76,12 @@ def read_list(list_file, num_labels=None, allow_absolute=False, unlabelled_ok=Fa
         if num_labels is None:
             if not values:
                 raise UserError(f"{list_file}:{lineno}: no labels after the path; expected "
-                                "'relative/path l1 ... lC' with 0/1 labels")
+                                f"'relative/path l1 ... lC' with 0/1 labels{NO_LABELS_HINT}")
             num_labels = len(values)
         if len(values) != num_labels:
             raise UserError(f"{list_file}:{lineno}: expected {num_labels} labels after the path, found "
                             f"{len(values)}; every line must be 'relative/path l1 ... l{num_labels}'"
-                            + (" or the path alone" if unlabelled_ok else ""))
+                            + (" or the path alone" if unlabelled_ok else NO_LABELS_HINT if not values else ""))
         try:
             row = [int(v) for v in values]
         except ValueError:
