@@ -81,8 +81,8 @@ def fit_itq(feats, cfg, head):
     return errors[-1]
 
 
-RECIPE = Recipe(rules=(always(dict(epochs=1, eval_epochs=1, batch_size=64, optimizer="sgd", lr=0.0, weight_decay=0.0, lr_step=None,
-                                   lr_gamma=1.0, backbone_lr_mult=0.0, head_lr_mult=0.0, drop_last=False,
+RECIPE = Recipe(rules=(always(dict(epochs=1, eval_epochs=1, batch_size=64, optimizer="sgd", lr=0.0, weight_decay=0.0,
+                                   lr_step=None, lr_gamma=1.0, backbone_lr_mult=0.0, head_lr_mult=0.0, drop_last=False,
                                    resize_mode="shorter", train_augment="none", eval_crop="center"),
                               f"{PROJECT}: a closed-form fit (no SGD), features with the evaluation transform"),),
                 scratch=dict(lr=0.0))

@@ -350,7 +350,7 @@ class Run:
         start_epoch, skip_steps = state.epoch + 1, state.step
         fit_features = METHODS[cfg["method"]].fit_features
         net = model
-        if env.distributed and not fit_features:
+        if env.distributed:  # also for a closed-form fit: DataParallel gives every rank rank 0's weights
             net = paddle.DataParallel(model)
             criterion.gather = env.gather_tensor
         log.info("%s %d bits, %s backbone, %s: %d train / %d database / %d query images, %d process(es), %s",
