@@ -14,6 +14,9 @@ def build_model(cfg, state_dict=None):
     backbone = build_backbone(cfg["backbone"])
     if not cfg.get("backbone_dropout", True):
         remove_dropout(backbone)
+    if cfg.get("freeze_backbone"):  # not trained (the unsupervised references' frozen VGG-16)
+        for p in backbone.parameters():
+            p.stop_gradient = True
     method = METHODS[cfg["method"]]
     codebook = None
     if method.uses_codebook:

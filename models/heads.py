@@ -84,3 +84,37 @@ def remove_dropout(layer):
             layer._sub_layers[name] = nn.Identity()
         else:
             remove_dropout(sub)
+
+
+def torch_linear(in_dim, out_dim, bias=True):
+    """Linear with PyTorch's default initialisation: weight and bias U(−1/√in, 1/√in)."""
+    bound = 1.0 / np.sqrt(in_dim)
+    init = paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound))
+    bias_attr = paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound)) if bias else False
+    return nn.Linear(in_dim, out_dim, weight_attr=init, bias_attr=bias_attr)
+
+
+class TrainExtrasHead(nn.Layer):
+    """A hash layer `fc` whose training output carries, after the `bit` code columns, what the method's
+    loss needs besides the code — `extras(feat, u)`: the backbone features (unsupervised GreedyHash,
+    BiHalf) or a classifier's logits (GreedyHash, DSHSD). Everything then flows through the model's
+    forward (and DataParallel's); in evaluation and export the output is the code u alone. Losses split
+    it with `split_extras`."""
+
+    def __init__(self, fc, extras=None, **layers):
+        super().__init__()
+        self.fc = fc
+        for name, layer in layers.items():
+            setattr(self, name, layer)
+        self._extras = extras
+
+    def forward(self, feat):
+        u = self.fc(feat)
+        if not self.training:
+            return u
+        return paddle.concat([u, self._extras(self, feat, u)], axis=1)
+
+
+def split_extras(out, bit):
+    """(u, extras) of a TrainExtrasHead training output."""
+    return out[:, :bit], out[:, bit:]

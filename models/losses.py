@@ -51,6 +51,30 @@ def pair_nll(dot, similar):
     return paddle.log1p(paddle.exp(-paddle.abs(dot))) + F.relu(dot) - similar * dot
 
 
+def batch_similar(y):
+    """s_ij = [y_i·y_j > 0] within a batch (share a label), (B, B) 0/1."""
+    y = y.astype("float32")
+    return (paddle.matmul(y, y, transpose_y=True) > 0).astype("float32")
+
+
+class _SignStraightThrough(paddle.autograd.PyLayer):
+    """sign(x) forward; the incoming gradient passed through unchanged (GreedyHash's `Hash` Function)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return paddle.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def sign_straight_through(x):
+    """sign(x), with the identity as its gradient (exactly sign in the forward pass, unlike
+    x + (sign(x) − x).detach(), which rounds)."""
+    return _SignStraightThrough.apply(x)
+
+
 def cosine_logits(u, codebook):
     """cos(u_i, c_k) for every code row and codebook row."""
     return paddle.matmul(F.normalize(u, axis=1), F.normalize(codebook, axis=1), transpose_y=True)

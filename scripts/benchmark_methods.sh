@@ -7,14 +7,15 @@
 # Runs go to $OUT/$DATASET/<method>_<bits>/ (train.log there); a finished run (its train.log ends with
 # "done") is kept and not retrained unless FORCE=1. Finished runs keep best.pdparams but not last.pdparams
 # (KEEP_LAST=1 keeps it). Lite data is random-init AlexNet on 64 px images, so the runs use each method's
-# scratch recipe (--recipe scratch, models/methods/<method>.py), batch 16.
+# scratch recipe (--recipe scratch, models/methods/<method>.py), batch 16. The shallow baselines (lsh, itq)
+# are one closed-form fit on the backbone's features (models/methods/shallow.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DATASET=${DATASET:-lite_single}
 EPOCHS=${EPOCHS:-8}
 BITS=${BITS:-"16 32 64"}
-METHODS=${METHODS:-"hashnet orthohash relahash dpsh csq"}
+METHODS=${METHODS:-"hashnet orthohash relahash dpsh csq dsh dhn dch dfh dpn greedyhash dshsd lcdsh greedyhash_unsup bihalf lsh itq"}
 OUT=${OUT:-output/benchmark_methods}
 export FLAGS_use_mkldnn=0 PYTHONUNBUFFERED=1
 
@@ -35,7 +36,9 @@ for method in $METHODS; do
       continue
     fi
     start=$(date +%s)
-    if ! "$PY" main_single_gpu.py --method "$method" --bit "$bit" --dataset "$DATASET" --epochs "$EPOCHS" \
+    epochs=$EPOCHS
+    case "$method" in lsh|itq) epochs=1 ;; esac  # shallow baselines: one closed-form fit, no SGD epochs
+    if ! "$PY" main_single_gpu.py --method "$method" --bit "$bit" --dataset "$DATASET" --epochs "$epochs" \
         -bs 16 --recipe scratch --num-workers 2 -ee 2 --seed 0 --output "$run" > "$run.log" 2>&1; then
       echo "benchmark_methods.sh: $method $bit bits failed; last lines of $run.log:" >&2
       tail -5 "$run.log" >&2

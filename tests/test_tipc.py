@@ -11,7 +11,9 @@ from tests.helpers import ROOT
 
 CONFIGS = os.path.join(ROOT, "test_tipc", "configs")
 MODELS = [f"{m}_{b}" for m in ("hashnet", "orthohash") for b in (16, 32, 48, 64)] + [
-    "hashnet_lite", "relahash_64", "dpsh_64", "csq_64"]
+    "hashnet_lite", "relahash_64", "dpsh_64", "csq_64"] + [
+    f"{m}_64" for m in ("dsh", "dhn", "dch", "dfh", "dpn", "greedyhash", "dshsd", "lcdsh", "greedyhash_unsup",
+                        "bihalf", "lsh", "itq")]
 
 
 def bash(script, env=None, timeout=300):
@@ -81,7 +83,7 @@ def test_infer_combinations_cover_every_list_value(tmp_path):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_config_is_consistent(model):
-    method, bit = model.split("_")
+    method, bit = model.rsplit("_", 1)
     bit = "16" if bit == "lite" else bit
     train = read_config(os.path.join(CONFIGS, model, "train_infer_python.txt"))
     onnx = read_config(os.path.join(CONFIGS, model, "paddle2onnx_infer_python.txt"))

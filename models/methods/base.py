@@ -9,7 +9,7 @@ A recipe is resolved for a run (utils/train/config.py) in this order, later entr
 `python main_single_gpu.py --method M --dataset D --print-recipe` prints the result with the source
 of every value.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from models.codebook import CODEBOOK_METHODS
@@ -83,6 +83,12 @@ class Method:
     summary: str = ""
     uses_codebook: bool = False  # one ±1 target code per class, a buffer of the head (head.codebook)
     legacy: dict = field(default_factory=dict)  # values of recipe keys in checkpoints written before them
+    # False: trained without labels (the training list may carry none; database/test labels still
+    # score the evaluation)
+    supervised: bool = True
+    # shallow methods: (features (n, d) float32 of the training list, cfg, head) -> a number for the
+    # loss column; the engine then runs one feature pass + this closed-form fit instead of SGD epochs
+    fit_features: Callable = None
 
 
 METHODS = Registry("method")
@@ -100,11 +106,21 @@ def fill_legacy(cfg):
 
 
 def method_options():
-    """{option name: (Option, [method names])} over all registered methods."""
+    """{option name: (Option, [method names])} over all registered methods. Methods may share an option
+    name (a paper symbol such as α) with different meanings: their help texts are joined; the type and
+    choices must agree."""
     out = {}
     for m in METHODS.values():
         for opt in m.options:
-            out.setdefault(opt.name, (opt, []))[1].append(m.name)
+            if opt.name not in out:
+                out[opt.name] = (opt, [m.name])
+                continue
+            first, owners = out[opt.name]
+            if (first.type, first.choices) != (opt.type, opt.choices):
+                raise TypeError(f"option --{opt.name} of {m.name} differs in type/choices from {owners[0]}'s")
+            if opt.help not in first.help.split("; "):
+                first = replace(first, help=f"{first.help}; {opt.help}")
+            out[opt.name] = (first, owners + [m.name])
     return out
 
 
@@ -117,3 +133,13 @@ QUANT_OPTION = Option("quant-weight", float, "weight of the quantization term (D
 LABEL_MODE_OPTION = Option(
     "label-mode", str, "multi-label data: 'smooth' = label-smoothing CE over all labels (the paper), 'first' = "
                        "CE on the first label only (OrthoHash's released code for COCO)", ("smooth", "first"))
+
+
+def deephash_rules(file, **values):
+    """The recipe rules of a DeepHash-pytorch method: `values` (its get_config: optimizer, lr, ...) with
+    one lr for every parameter, the last partial batch kept, utils/tools.py's transforms (Resize(256) +
+    RandomCrop(224) + flip, CenterCrop(224) at test; CIFAR: Resize(224) only)."""
+    base = dict(lr_step=None, lr_gamma=1.0, backbone_lr_mult=1.0, head_lr_mult=1.0, drop_last=False)
+    return (always({**base, **values}, f"{OFFICIAL}: DeepHash-pytorch {file} get_config"),
+            always(dict(SHORTER_CROP), "DeepHash-pytorch utils/tools.py image_transform"),
+            Rule(dict(dataset="cifar10"), DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE))

@@ -37,14 +37,18 @@ PRESETS = {
 }
 
 
-def load_lists(list_dir, num_labels=None, allow_absolute=False, names=("train", "database", "test")):
-    """Read `<list_dir>/<name>.txt` for each name; all must have the same label width."""
+def load_lists(list_dir, num_labels=None, allow_absolute=False, names=("train", "database", "test"),
+               unlabelled=()):
+    """Read `<list_dir>/<name>.txt` for each name; all must have the same label width. The lists in
+    `unlabelled` (an unsupervised method's training list) may give paths without labels; they are read
+    after the others, which set the width."""
     lists = {}
-    for name in names:
-        lst = read_list(os.path.join(list_dir, f"{name}.txt"), num_labels, allow_absolute)
+    for name in sorted(names, key=lambda n: n in unlabelled):
+        lst = read_list(os.path.join(list_dir, f"{name}.txt"), num_labels, allow_absolute,
+                        unlabelled_ok=name in unlabelled)
         num_labels = lst.num_labels
         lists[name] = lst
-    return lists
+    return {name: lists[name] for name in names}
 
 
 class ImageListDataset(paddle.io.Dataset):

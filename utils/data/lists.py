@@ -13,6 +13,7 @@ from utils.errors import UserError
 from utils.fileio import write_text
 
 LIST_NAMES = ("train", "database", "test")
+NO_LABELS_HINT = " (paths alone serve only as the training list of an unsupervised --method)"
 
 
 @dataclass
@@ -49,8 +50,12 @@ def _check_path(path, list_file, lineno, allow_absolute):
                         "use a path inside the image root (or an absolute path with --allow-absolute-paths)")
 
 
-def read_list(list_file, num_labels=None, allow_absolute=False):
-    """Parse and validate a list file. `num_labels=None` takes the width from the first line."""
+def read_list(list_file, num_labels=None, allow_absolute=False, unlabelled_ok=False):
+    """Parse and validate a list file. `num_labels=None` takes the width from the first line.
+    `unlabelled_ok` (the training list of an unsupervised method; needs `num_labels`): a line may be a
+    path alone, read as an all-zero label row — such rows are never used."""
+    if unlabelled_ok and num_labels is None:
+        raise ValueError("unlabelled_ok needs num_labels")
     if not os.path.isfile(list_file):
         raise UserError(f"{list_file}: list file not found; build it with scripts/build_lists.py (your images), "
                         "scripts/make_lite_data.py, scripts/build_coco_lists.py or scripts/build_cifar10_lists.py, "
@@ -66,14 +71,17 @@ def read_list(list_file, num_labels=None, allow_absolute=False):
         if not tokens:
             continue
         path, values = tokens[0], tokens[1:]
+        if unlabelled_ok and not values:
+            values = ["0"] * num_labels
         if num_labels is None:
             if not values:
                 raise UserError(f"{list_file}:{lineno}: no labels after the path; expected "
-                                "'relative/path l1 ... lC' with 0/1 labels")
+                                f"'relative/path l1 ... lC' with 0/1 labels{NO_LABELS_HINT}")
             num_labels = len(values)
         if len(values) != num_labels:
             raise UserError(f"{list_file}:{lineno}: expected {num_labels} labels after the path, found "
-                            f"{len(values)}; every line must be 'relative/path l1 ... l{num_labels}'")
+                            f"{len(values)}; every line must be 'relative/path l1 ... l{num_labels}'"
+                            + (" or the path alone" if unlabelled_ok else NO_LABELS_HINT if not values else ""))
         try:
             row = [int(v) for v in values]
         except ValueError:

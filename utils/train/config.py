@@ -85,6 +85,9 @@ def build_parser(description):
           help="drop the last partial training batch of an epoch (default: the recipe's)")
     _flag(g, "--backbone-dropout", action=argparse.BooleanOptionalAction, default=None,
           help="the backbone's Dropout layers active in training (default: the recipe's; RelaHash: off)")
+    _flag(g, "--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
+          help="keep the backbone's weights fixed, train only the hash layer (default: the recipe's; the "
+               "unsupervised GreedyHash and BiHalf references freeze their VGG-16)")
     _flag(g, "--bn-variance", choices=("unbiased", "biased"), default=None,
           help="BatchNorm heads' running variance update: PyTorch's 'unbiased' or Paddle's 'biased'")
     _flag(g, "--weight-decay", type=float, default=None, help="L2 weight decay (default: method's)")
@@ -118,7 +121,7 @@ def build_parser(description):
 
 
 GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,
-                        eval_epochs=10, output="./output", drop_last=True, backbone_dropout=True,
+                        eval_epochs=10, output="./output", drop_last=True, backbone_dropout=True, freeze_backbone=False,
                         rmsprop_form="pytorch", bn_variance="unbiased", resize_mode="shorter", eval_crop="center",
                         train_augment="crop_flip", recipe="paper", amp="off")
 

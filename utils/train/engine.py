@@ -67,7 +67,8 @@ class Data:
     def __init__(self, cfg, env, need_train):
         preset = PRESETS[cfg["dataset"]]
         names = ("train", "database", "test") if need_train else ("database", "test")
-        self.lists = load_lists(cfg["list_dir"], preset.num_labels, cfg["allow_absolute_paths"], names)
+        unlabelled = () if METHODS[cfg["method"]].supervised else ("train",)  # may list paths alone
+        self.lists = load_lists(cfg["list_dir"], preset.num_labels, cfg["allow_absolute_paths"], names, unlabelled)
         self.num_labels = next(iter(self.lists.values())).num_labels
         if cfg.get("num_labels") not in (None, self.num_labels):
             raise UserError(f"{self.lists['test'].list_file}: lists have {self.num_labels} labels but the checkpoint "
@@ -255,6 +256,8 @@ class Run:
         """Say at start what a recipe mismatch will do: the official recipes assume ImageNet weights and
         many steps per epoch."""
         cfg = self.cfg
+        if METHODS[cfg["method"]].fit_features:  # no SGD: neither lr nor steps per epoch matter
+            return
         if self.ckpt is None and not cfg.get("backbone_weights") and cfg["recipe"] != "scratch":
             log.warning("training %s from random initialisation (no --backbone-weights) with %s's official recipe "
                         "(lr %g, backbone lr x%g), which assumes ImageNet weights: expect it to learn little. Pass "
@@ -350,8 +353,9 @@ class Run:
                      f"{state.best_map:.4f} (epoch {state.best_epoch})" if state.best_map >= 0
                      else "none (no evaluation yet)")
         start_epoch, skip_steps = state.epoch + 1, state.step
+        fit_features = METHODS[cfg["method"]].fit_features
         net = model
-        if env.distributed:
+        if env.distributed:  # also for a closed-form fit: DataParallel gives every rank rank 0's weights
             net = paddle.DataParallel(model)
             criterion.gather = env.gather_tensor
         log.info("%s %d bits, %s backbone, %s: %d train / %d database / %d query images, %d process(es), %s",
@@ -368,9 +372,11 @@ class Run:
                 train_set.set_epoch(epoch)
                 loader.batch_sampler.set_epoch(epoch)
                 loader.batch_sampler.skip_batches = skip_steps if epoch == start_epoch else 0
-                t0, losses = time.time(), []
-                bar = tqdm(loader, desc=f"epoch {epoch}/{cfg['epochs']}", disable=not env.is_main, leave=False,
-                           mininterval=2)
+                t0, losses, step = time.time(), [], 0
+                if fit_features:  # a shallow method: a closed-form fit on the training features, no SGD
+                    losses.append(self._fit_closed_form(fit_features))
+                bar = tqdm(() if fit_features else loader, desc=f"epoch {epoch}/{cfg['epochs']}",
+                           disable=not env.is_main, leave=False, mininterval=2)
                 for step, batch in enumerate(bar, start=loader.batch_sampler.skip_batches + 1):
                     kept = bad.filter(*batch)
                     if kept is not None and len(kept[2]) > 1:
@@ -424,6 +430,18 @@ class Run:
         """Labels of the query and database rows of an evaluate() result."""
         return (self.data.lists["test"].labels[result["query_indices"]],
                 self.data.lists["database"].labels[result["db_indices"]])
+
+    def _fit_closed_form(self, fit_features):
+        """Backbone features of the training list (evaluation transform, every process's share gathered),
+        then the method's closed-form fit of the head; returns the fit's objective for the loss column."""
+        cfg, train = self.cfg, self.data.sets["train"]
+        plain = ImageListDataset(train.list, cfg["data_path"], self.data.preprocess, train=False, seed=cfg["seed"])
+        plain.keep = train.keep
+        loader = make_loader(plain, cfg["batch_size"], cfg["num_workers"], self.env.world_size, self.env.rank)
+        backbone = self.model.backbone
+        feats, _ = encode(backbone, loader, plain, self.env, cfg["skip_bad_images"], backbone.out_dim, "features")
+        log.info("fitting %s on %d training features of dimension %d", cfg["method"], *feats.shape)
+        return float(fit_features(feats, cfg, self.model.head))
 
     def _diverged(self, what, epoch, step):
         """Stop a diverged run: one line on stderr and in train.log, pointing at the last good checkpoint

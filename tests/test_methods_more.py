@@ -1,0 +1,108 @@
+"""The methods of issue 17 through the whole pipeline on the tiny lite fixtures: train (1 epoch), export
+(static Paddle + ONNX with identical bits), infer.py on ONNX Runtime and predict.py — in one process per
+method (the entry points' main(argv); their import costs more than the work here), ResNet-18 to keep
+it short (the methods do not depend on the backbone). Unsupervised methods train from a training list
+that gives paths alone. As 2 CPU processes: DFH (memory bank and class centres from both ranks), BiHalf
+(unsupervised, frozen backbone, the training output carrying the features through DataParallel) and
+ITQ (shallow: features gathered from both ranks, the same fit as one process)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models.methods import METHODS
+from tests.helpers import ROOT, lite_flags
+from tests.test_engine import launch_2proc
+
+pytestmark = pytest.mark.slow
+
+NEW = {"dsh": "lite_single", "dhn": "lite_multi", "dch": "lite_single", "dfh": "lite_multi", "dpn": "lite_multi",
+       "greedyhash": "lite_single", "dshsd": "lite_multi", "lcdsh": "lite_single", "greedyhash_unsup": "lite_single",
+       "bihalf": "lite_multi", "lsh": "lite_single", "itq": "lite_multi"}
+RESNET = ["--backbone", "resnet18"]
+
+PIPELINE = r"""
+import json, sys
+sys.path.insert(0, {root!r})
+from utils.train.engine import main as train
+import export_model, predict
+from deploy.inference_python import infer
+a = json.loads({args!r})
+train(a["train"])
+export_model.main(a["export"])
+infer.main(a["infer"])
+predict.main(a["predict"])
+"""
+
+
+def unlabelled_lists(data, tmp_path):
+    """A copy of the fixture's lists whose train.txt gives paths alone."""
+    out = tmp_path / "lists"
+    shutil.copytree(data["list_dir"], out)
+    lines = (out / "train.txt").read_text().splitlines()
+    (out / "train.txt").write_text("\n".join(line.split()[0] for line in lines) + "\n")
+    return {**data, "list_dir": str(out)}
+
+
+def test_every_new_method_is_registered_with_scratch_settings():
+    assert set(NEW) <= set(METHODS)
+    assert all("lr" in METHODS[m].recipe.scratch for m in NEW)
+
+
+@pytest.mark.parametrize("method", sorted(NEW))
+def test_train_export_infer_predict(method, request, tmp_path):
+    data = request.getfixturevalue(NEW[method])
+    if not METHODS[method].supervised:
+        data = unlabelled_lists(data, tmp_path)
+    run, inf, npy = tmp_path / "run", tmp_path / "inf", tmp_path / "onnx.npy"
+    db_first = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[0]
+    img_dir = os.path.join(data["root"], "test")
+    steps = {
+        "train": [str(a) for a in lite_flags(data, method, run, epochs=1, extra=RESNET)],
+        "export": ["--pretrained", str(run / "best.pdparams"), "--output-dir", str(inf), "--onnx"],
+        "infer": ["--model-dir", str(inf), "--img", img_dir, "--backend", "onnx", "--save-codes", str(npy)],
+        "predict": ["--bit", "16", "--img", os.path.join(data["root"], db_first), "--save_path", str(run),
+                    "--topk", "5"],
+    }
+    proc = subprocess.run([sys.executable, "-c", PIPELINE.format(root=ROOT, args=json.dumps(steps))], cwd=ROOT,
+                          env=dict(os.environ, FLAGS_use_mkldnn="0", PYTHONUNBUFFERED="1"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1
+    assert proc.stdout.count("identical code bits 100.00%") == 2, proc.stdout  # Paddle Inference and ONNX
+    assert np.load(npy).shape == (len(os.listdir(img_dir)), 16)
+    assert "----- Predicted Hamm_min: 0" in proc.stdout
+
+
+def test_supervised_method_refuses_a_label_less_training_list(lite_single, tmp_path):
+    from tests.helpers import run_cli
+
+    data = unlabelled_lists(lite_single, tmp_path)
+    proc = run_cli(["main_single_gpu.py", *lite_flags(data, "dsh", tmp_path / "run", extra=RESNET)], check=False)
+    assert proc.returncode == 2 and "train.txt:1: no labels" in proc.stderr and "unsupervised" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["dfh", "bihalf", "itq"])
+def test_two_process_training(method, request, tmp_path):
+    data = request.getfixturevalue(NEW[method])
+    if not METHODS[method].supervised:
+        data = unlabelled_lists(data, tmp_path)
+    out = tmp_path / "two"
+    bs = [] if method == "itq" else ["-bs", 4]  # ITQ: the same batches as the one-process run below
+    launch_2proc(lite_flags(data, method, out, epochs=1, extra=RESNET + bs), tmp_path / "log")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["epoch"] == 1 and (out / "database_code_16.npy").exists()
+    if method == "itq":  # both ranks fit on the gathered features: the one-process fit, up to float rounding
+        from tests.helpers import run_cli
+
+        one = tmp_path / "one"
+        run_cli(["main_single_gpu.py", *lite_flags(data, method, one, epochs=1, extra=RESNET)])
+        c1, c2 = np.load(one / "database_code_16.npy"), np.load(out / "database_code_16.npy")
+        assert (np.sign(c1) == np.sign(c2)).mean() > 0.99
+        assert json.loads((one / "metrics.json").read_text())["map"] == pytest.approx(metrics["map"], abs=0.02)
