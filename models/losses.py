@@ -45,6 +45,13 @@ class PairwiseBankLoss(HashLoss):
         similar = (paddle.matmul(y, self.Y, transpose_y=True) > 0).astype("float32")
         return similar, self.seen.unsqueeze(0)
 
+    def mean_pair_nll(self, u, labels, indices, scale=0.5):
+        """Store the batch, then the mean over (batch, filled bank row) pairs of −log p(s_ij | θ_ij) for
+        p(s = 1) = σ(θ), θ_ij = scale·u_i·U_j (DPSH and DHN, as DeepHash-pytorch computes it)."""
+        similar, seen = self.update_bank(u, labels.astype("float32"), indices)
+        pair = pair_nll(scale * paddle.matmul(u, self.U, transpose_y=True), similar)
+        return (pair * seen).sum() / paddle.clip(seen.sum() * u.shape[0], min=1.0)
+
 
 def pair_nll(dot, similar):
     """−log p(s | dot) for p(s=1) = σ(dot), in the stable form log(1 + e^{−|d|}) + max(d, 0) − s·d."""

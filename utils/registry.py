@@ -1,4 +1,4 @@
-"""A registry for things that come in several kinds (methods in models/methods.py, runtimes in
+"""A registry for things that come in several kinds (methods in models/methods/, runtimes in
 utils/deploy/runtimes.py): a dict of name → item whose `add` refuses a second item of the same name.
 A leaf module: no imports."""
 

@@ -70,7 +70,7 @@ class Recipe:
 SHORTER_CROP = dict(resize_mode="shorter", train_augment="crop_flip", eval_crop="center")
 DEEPHASH_CIFAR = dict(resize_size=224, crop_size=224, resize_mode="shorter", train_augment="none",
                       eval_crop="center")
-DEEPHASH_CIFAR_SOURCE = f"{OFFICIAL}: DeepHash-pytorch utils/tools.py cifar_dataset (Resize(224) only)"
+DEEPHASH_CIFAR_SOURCE = f"{OFFICIAL}: DeepHash-pytorch:utils/tools.py cifar_dataset (Resize(224) only)"
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,9 @@ LABEL_MODE_OPTION = Option(
 
 def deephash_rules(file, **values):
     """The recipe rules of a DeepHash-pytorch method: `values` (its get_config: optimizer, lr, ...) with
-    one lr for every parameter, the last partial batch kept, utils/tools.py's transforms (Resize(256) +
+    one lr for every parameter, the last partial batch kept, DeepHash-pytorch:utils/tools.py's transforms (Resize(256) +
     RandomCrop(224) + flip, CenterCrop(224) at test; CIFAR: Resize(224) only)."""
     base = dict(lr_step=None, lr_gamma=1.0, backbone_lr_mult=1.0, head_lr_mult=1.0, drop_last=False)
     return (always({**base, **values}, f"{OFFICIAL}: DeepHash-pytorch {file} get_config"),
-            always(dict(SHORTER_CROP), "DeepHash-pytorch utils/tools.py image_transform"),
+            always(dict(SHORTER_CROP), "DeepHash-pytorch:utils/tools.py image_transform"),
             Rule(dict(dataset="cifar10"), DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE))

@@ -4,7 +4,7 @@ weight 0.1 (the code's "alpha", the paper's λ), AlexNet + Linear(4096, bit)."""
 import paddle
 
 from models.heads import LinearHead
-from models.losses import PairwiseBankLoss, pair_nll
+from models.losses import PairwiseBankLoss
 from models.methods.base import Method, Option, Recipe, deephash_rules, register
 
 
@@ -26,10 +26,7 @@ class DHNLoss(PairwiseBankLoss):
         self.lam = lam
 
     def forward(self, u, labels, indices):
-        similar, seen = self.update_bank(u, labels.astype("float32"), indices)
-        pair = pair_nll(0.5 * paddle.matmul(u, self.U, transpose_y=True), similar)
-        likelihood = (pair * seen).sum() / paddle.clip(seen.sum() * u.shape[0], min=1.0)
-        return likelihood + self.lam * log_cosh(paddle.abs(u) - 1).mean()
+        return self.mean_pair_nll(u, labels, indices) + self.lam * log_cosh(paddle.abs(u) - 1).mean()
 
 
 register(Method(

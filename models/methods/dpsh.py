@@ -1,10 +1,10 @@
 """DPSH (Li et al., IJCAI 2016), as swuxyj/DeepHash-pytorch `DPSH.py` trains it: RMSprop (PyTorch's
 update, utils/train/optim.py) lr 1e-5, weight decay 1e-5, batch 128, 150 epochs, constant lr, η 0.1,
-the last partial batch kept, Resize(256) + RandomCrop(224) + flip (`utils/tools.py`)."""
+the last partial batch kept, Resize(256) + RandomCrop(224) + flip (`DeepHash-pytorch:utils/tools.py`)."""
 import paddle
 
 from models.heads import LinearHead
-from models.losses import PairwiseBankLoss, pair_nll
+from models.losses import PairwiseBankLoss
 from models.methods.base import (DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE, OFFICIAL, QUANT_OPTION, SHORTER_CROP, Method,
                                  Recipe, Rule, always, register)
 
@@ -25,11 +25,8 @@ class DPSHLoss(PairwiseBankLoss):
         self.eta = quant_weight
 
     def forward(self, u, labels, indices):
-        similar, seen = self.update_bank(u, labels.astype("float32"), indices)
-        pair_loss = pair_nll(0.5 * paddle.matmul(u, self.U, transpose_y=True), similar)
-        likelihood = (pair_loss * seen).sum() / paddle.clip(seen.sum() * u.shape[0], min=1.0)
         quantization = ((u - paddle.sign(u)) ** 2).mean()
-        return likelihood + self.eta * quantization
+        return self.mean_pair_nll(u, labels, indices) + self.eta * quantization
 
 
 register(Method(
@@ -43,7 +40,7 @@ register(Method(
             always(dict(optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=128, lr_step=None,
                         lr_gamma=1.0, backbone_lr_mult=1.0, head_lr_mult=1.0, quant_weight=0.1, drop_last=False,
                         **SHORTER_CROP),
-                   f"{OFFICIAL}: DeepHash-pytorch DPSH.py get_config, utils/tools.py"),
+                   f"{OFFICIAL}: DeepHash-pytorch DPSH.py get_config, DeepHash-pytorch:utils/tools.py"),
             Rule(dict(dataset="cifar10"), DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE),
         ),
         scratch=dict(lr=3e-5, batch_size=32),

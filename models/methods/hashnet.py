@@ -3,7 +3,7 @@
 Recipe: the Paddle port this project follows (paddle_hashnet: SGD momentum 0.9, lr 1e-3 with the hash
 layer ×10, weight decay 5e-4, batch 64, 150 epochs, lr ×0.5 every 50 epochs, α 0.1, continuation every
 20 epochs; Resize(256) + RandomCrop(224) + flip, CenterCrop(224) at test, as DeepHash-pytorch's
-`utils/tools.py`). thuml/HashNet's released PyTorch code (`pytorch/src/train.py`, `network.py`,
+`DeepHash-pytorch:utils/tools.py`). thuml/HashNet's released PyTorch code (`pytorch/src/train.py`, `network.py`,
 `pre_process.py`) differs: α = 10/bit, a per-iteration scale (1 + 0.005·iter)^0.5 updated every 200
 iterations, 10,000 iterations of two batch-36 loaders, nesterov SGD with lr ×0.5 every 2,000 iterations,
 and ResizeImage(256×256) + RandomResizedCrop(224) at training, PlaceCrop(224) at test — docs/recipes.md
@@ -59,7 +59,7 @@ register(Method(
                         lr_gamma=0.5, backbone_lr_mult=1.0, head_lr_mult=10.0, alpha=0.1, step_continuation=20),
                    f"{PAPER}, as the Paddle port paddle_hashnet sets it (not thuml's code: module docstring)"),
             always(dict(drop_last=False, **SHORTER_CROP),
-                   "DeepHash-pytorch HashNet.py / utils/tools.py image_transform (= paddle_hashnet)"),
+                   "DeepHash-pytorch HashNet.py / DeepHash-pytorch:utils/tools.py image_transform (= paddle_hashnet)"),
             Rule(dict(dataset="cifar10"), DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE),
         ),
         scratch=dict(lr=3e-4, head_lr_mult=1.0, batch_size=32),

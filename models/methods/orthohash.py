@@ -1,5 +1,5 @@
 """OrthoHash (Hoe et al., NeurIPS 2021), as kamwoh/orthohash trains it (`main.py`, `configs.py`,
-`models/alexnet.py`, `functions/loss/orthohash.py`): AlexNet fc7 → Linear(4096, bit, no bias) →
+`orthohash:models/alexnet.py`, `functions/loss/orthohash.py`): AlexNet fc7 → Linear(4096, bit, no bias) →
 BatchNorm1d, cosine to a fixed codebook, Adam lr 1e-4 (backbone ×0.1), weight decay 5e-4, batch 256,
 100 epochs, lr ×0.1 at 80% of training, codebook B, s 8, m 0.2, the last partial batch dropped.
 
@@ -7,7 +7,7 @@ Transforms (configs.py `dataset`, with `resize` 256 for NUS-WIDE and 224 otherwi
 ImageNet-100 RandomResizedCrop(224) + flip, tested as it is stored (224×224); COCO Resize(224) +
 RandomCrop(224) + flip, tested with Resize(224); NUS-WIDE Resize(256) + RandomCrop(224) + flip, tested
 with Resize(256) + CenterCrop(224); CIFAR Resize(224), flip + ColorJitter(0.05, 0.05). The repository
-keeps NUS-WIDE and ImageNet-100 pre-resized to squares (`utils/datasets.py`: 256×256, 224×224), so the
+keeps NUS-WIDE and ImageNet-100 pre-resized to squares (`orthohash:utils/datasets.py`: 256×256, 224×224), so the
 recipes resize to squares there; its test-time Resize(224) without a crop only batches square images,
 so a center crop follows it here (identical on square images).
 
@@ -62,7 +62,7 @@ register(Method(
             always(dict(optimizer="adam", lr=1e-4, weight_decay=5e-4, epochs=100, batch_size=256, lr_step=None,
                         lr_gamma=0.1, backbone_lr_mult=0.1, head_lr_mult=1.0, codebook="B", margin=0.2, scale=8.0,
                         loss="cos", drop_last=True, bn_variance="unbiased", **SHORTER_CROP),
-                   f"{OFFICIAL}: {REPO} main.py, configs.py, models/alexnet.py (PyTorch BatchNorm1d)"),
+                   f"{OFFICIAL}: {REPO} main.py, configs.py, orthohash:models/alexnet.py (PyTorch BatchNorm1d)"),
             always(dict(label_mode="smooth"), f"{PAPER} (label-smoothing CE for multi-label data)"),
             *TRANSFORM_RULES,
         ),

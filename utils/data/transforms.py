@@ -9,10 +9,10 @@ data-set recipe (models/methods/); it is stored in every checkpoint's cfg and in
 
 resize_mode
     "shorter"  the shorter side to `resize_size`, aspect kept, bilinear — torchvision's `Resize(int)`
-               (DeepHash-pytorch `utils/tools.py` image_transform, paddle_hashnet, OrthoHash COCO);
+               (`DeepHash-pytorch:utils/tools.py` image_transform, paddle_hashnet, OrthoHash COCO);
     "square"   to `resize_size` × `resize_size` with PIL's default filter (bicubic) — thuml/HashNet's and
                CSQ's `ResizeImage` (`pre_process.py`), and the pre-resized square image folders of
-               OrthoHash's NUS-WIDE (256×256) and ImageNet-100 (224×224) (`utils/datasets.py`).
+               OrthoHash's NUS-WIDE (256×256) and ImageNet-100 (224×224) (`orthohash:utils/datasets.py`).
 eval_crop
     "center"   torchvision's `CenterCrop` (offset round((size − crop) / 2));
     "place"    thuml's `PlaceCrop` at (resize − crop − 1) / 2 on both axes, rounded by PIL's crop
