@@ -65,7 +65,7 @@ class TrainState:
 def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, criterion=None, amp=None):
     """Write `model`'s weights, `cfg` and the TrainState `state`; with optimizer, scheduler and criterion
     the checkpoint can be resumed (last.pdparams), without them it is for evaluation and export (best.pdparams).
-    `amp` (utils.train.amp.Amp): its mode and loss-scaler state, restored by --resume."""
+    `amp` (utils.train.amp.Amp): its loss-scaler state (fp16 on GPU only), restored by --resume."""
     weights = model.state_dict()
     ckpt = {
         "format": FORMAT,
@@ -81,7 +81,7 @@ def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, cri
         ckpt["scheduler"] = scheduler.state_dict()
     if criterion is not None:
         ckpt["criterion"] = criterion.state_dict()
-    if amp is not None:
+    if amp is not None and amp.state_dict() is not None:
         ckpt["amp"] = amp.state_dict()
     ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     ckpt.update(state.to_checkpoint(resumable=optimizer is not None))

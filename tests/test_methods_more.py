@@ -1,10 +1,14 @@
-"""The methods of issue 17 through the whole pipeline on the tiny lite fixtures: train (1 epoch), export
-(static Paddle + ONNX with identical bits), infer.py on ONNX Runtime and predict.py — in one process per
-method (the entry points' main(argv); their import costs more than the work here), ResNet-18 to keep
-it short (the methods do not depend on the backbone). Unsupervised methods train from a training list
+"""The methods of issue 17 on the tiny lite fixtures, ResNet-18 to keep it short (the methods do not depend
+on the backbone). Those whose head or encoder differs from the others (GreedyHash's sign layer, DSHSD's
+classifier, DPN's bias-free head, BiHalf's half-split layer, ITQ's closed-form fit) go through the whole
+pipeline: train (1 epoch), export (static Paddle + ONNX with identical bits), infer.py on ONNX Runtime
+and predict.py, in one process per method (the entry points' main(argv); their import costs more than
+the work here). The rest (a linear head with their own loss, tested against numpy in
+tests/test_losses_more.py) train one epoch each, all in one process. Unsupervised methods train from a training list
 that gives paths alone. As 2 CPU processes: DFH (memory bank and class centres from both ranks), BiHalf
 (unsupervised, frozen backbone, the training output carrying the features through DataParallel) and
 ITQ (shallow: features gathered from both ranks, the same fit as one process)."""
+import csv
 import json
 import os
 import shutil
@@ -24,6 +28,8 @@ NEW = {"dsh": "lite_single", "dhn": "lite_multi", "dch": "lite_single", "dfh": "
        "greedyhash": "lite_single", "dshsd": "lite_multi", "lcdsh": "lite_single", "greedyhash_unsup": "lite_single",
        "bihalf": "lite_multi", "lsh": "lite_single", "itq": "lite_multi"}
 RESNET = ["--backbone", "resnet18"]
+PIPELINE_METHODS = ["greedyhash", "dshsd", "dpn", "bihalf", "itq"]
+TRAIN_ONLY = sorted(set(NEW) - set(PIPELINE_METHODS))
 
 PIPELINE = r"""
 import json, sys
@@ -37,6 +43,26 @@ export_model.main(a["export"])
 infer.main(a["infer"])
 predict.main(a["predict"])
 """
+
+TRAIN_MANY = r"""
+import json, sys
+sys.path.insert(0, {root!r})
+from utils.train.engine import main as train
+for argv in json.loads({args!r}):
+    train(argv)
+"""
+
+
+def run_python(code):
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, FLAGS_use_mkldnn="0", PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def method_data(method, request, tmp_path):
+    data = request.getfixturevalue(NEW[method])
+    return data if METHODS[method].supervised else unlabelled_lists(data, tmp_path / method)
 
 
 def unlabelled_lists(data, tmp_path):
@@ -53,11 +79,24 @@ def test_every_new_method_is_registered_with_scratch_settings():
     assert all("lr" in METHODS[m].recipe.scratch for m in NEW)
 
 
-@pytest.mark.parametrize("method", sorted(NEW))
+def test_every_new_method_is_covered_here():
+    assert sorted(PIPELINE_METHODS + TRAIN_ONLY) == sorted(NEW)
+
+
+def test_methods_with_a_linear_head_train_one_epoch(request, tmp_path):
+    argv = [[str(a) for a in lite_flags(method_data(m, request, tmp_path), m, tmp_path / m / "run", epochs=1,
+                                        extra=RESNET)] for m in TRAIN_ONLY]
+    run_python(TRAIN_MANY.format(root=ROOT, args=json.dumps(argv)))
+    for m in TRAIN_ONLY:
+        metrics = json.loads((tmp_path / m / "run" / "metrics.json").read_text())
+        assert metrics["method"] == m and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1, (m, metrics)
+        rows = list(csv.DictReader(open(tmp_path / m / "run" / "train_log.csv")))
+        assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])), (m, rows)
+
+
+@pytest.mark.parametrize("method", PIPELINE_METHODS)
 def test_train_export_infer_predict(method, request, tmp_path):
-    data = request.getfixturevalue(NEW[method])
-    if not METHODS[method].supervised:
-        data = unlabelled_lists(data, tmp_path)
+    data = method_data(method, request, tmp_path)
     run, inf, npy = tmp_path / "run", tmp_path / "inf", tmp_path / "onnx.npy"
     db_first = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[0]
     img_dir = os.path.join(data["root"], "test")
@@ -68,10 +107,7 @@ def test_train_export_infer_predict(method, request, tmp_path):
         "predict": ["--bit", "16", "--img", os.path.join(data["root"], db_first), "--save_path", str(run),
                     "--topk", "5"],
     }
-    proc = subprocess.run([sys.executable, "-c", PIPELINE.format(root=ROOT, args=json.dumps(steps))], cwd=ROOT,
-                          env=dict(os.environ, FLAGS_use_mkldnn="0", PYTHONUNBUFFERED="1"), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_python(PIPELINE.format(root=ROOT, args=json.dumps(steps)))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["method"] == method and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1
     assert proc.stdout.count("identical code bits 100.00%") == 2, proc.stdout  # Paddle Inference and ONNX
@@ -90,9 +126,7 @@ def test_supervised_method_refuses_a_label_less_training_list(lite_single, tmp_p
 
 @pytest.mark.parametrize("method", ["dfh", "bihalf", "itq"])
 def test_two_process_training(method, request, tmp_path):
-    data = request.getfixturevalue(NEW[method])
-    if not METHODS[method].supervised:
-        data = unlabelled_lists(data, tmp_path)
+    data = method_data(method, request, tmp_path)
     out = tmp_path / "two"
     bs = [] if method == "itq" else ["-bs", 4]  # ITQ: the same batches as the one-process run below
     launch_2proc(lite_flags(data, method, out, epochs=1, extra=RESNET + bs), tmp_path / "log")

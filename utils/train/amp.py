@@ -70,8 +70,11 @@ class Amp:
         optimizer.clear_grad()
 
     def state_dict(self):
-        """{"mode": ..., "scaler": the loss scaler's state (empty without one)}"""
-        return {"mode": self.mode, "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+        """{"mode": ..., "scaler": the loss scaler's state}, or None without a scaler (FP32, bf16, CPU): the
+        checkpoint then keeps the layout it had before --amp (the mode is in its cfg either way)."""
+        if self.scaler is None:
+            return None
+        return {"mode": self.mode, "scaler": self.scaler.state_dict()}
 
     def set_state_dict(self, state):
         if self.scaler is not None and state and state.get("scaler"):
