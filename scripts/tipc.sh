@@ -2,7 +2,8 @@
 # Run the whole TIPC lite matrix: for every model config (hashnet/orthohash × 16/32/48/64 bits, and
 # every other method at 64 bits)
 # test_train_inference_python.sh in lite_train_lite_infer (prepare.sh runs by itself when the lite
-# data is missing), then test_paddle2onnx.sh; print one summary line per run and exit 1 if any failed.
+# data is missing), then test_paddle2onnx.sh, then test_ptq_inference_python.sh for the models with a
+# train_ptq_infer_python.txt (INT8 ONNX); print one summary line per run and exit 1 if any failed.
 #   bash scripts/tipc.sh                    # all 23 models
 #   bash scripts/tipc.sh hashnet_16 orthohash_64
 #   MODE=lite_train_whole_infer bash scripts/tipc.sh
@@ -21,14 +22,19 @@ failed=0
 start_all=$(date +%s)
 for model in "${MODELS[@]}"; do
   dir=test_tipc/configs/${model}
-  for run in train_infer paddle2onnx; do
+  runs=(train_infer paddle2onnx)
+  [ -f "${dir}/train_ptq_infer_python.txt" ] && runs+=(ptq)
+  for run in "${runs[@]}"; do
     start=$(date +%s)
     if [ $run = train_infer ]; then
       bash test_tipc/test_train_inference_python.sh "${dir}/train_infer_python.txt" "$MODE"
       rc=$?; log=test_tipc/output/${model}/${MODE}/results_python.log
-    else
+    elif [ $run = paddle2onnx ]; then
       bash test_tipc/test_paddle2onnx.sh "${dir}/paddle2onnx_infer_python.txt" "$MODE"
       rc=$?; log=test_tipc/output/${model}/${MODE}/results_paddle2onnx.log
+    else
+      bash test_tipc/test_ptq_inference_python.sh "${dir}/train_ptq_infer_python.txt" "$MODE"
+      rc=$?; log=test_tipc/output/${model}/${MODE}/results_ptq.log
     fi
     ok=$(grep -c "^Run successfully" "$log" 2>/dev/null); bad=$(grep -c "^Run failed" "$log" 2>/dev/null)
     status=PASS; [ $rc -ne 0 ] && { status=FAIL; failed=$((failed + 1)); }

@@ -1,13 +1,14 @@
 """The methods of issue 17 on the tiny lite fixtures, ResNet-18 to keep it short (the methods do not depend
-on the backbone). Those whose head or encoder differs from the others (GreedyHash's sign layer, DSHSD's
-classifier, DPN's bias-free head, BiHalf's half-split layer, ITQ's closed-form fit) go through the whole
-pipeline: train (1 epoch), export (static Paddle + ONNX with identical bits), infer.py on ONNX Runtime
-and predict.py, in one process per method (the entry points' main(argv); their import costs more than
-the work here). The rest (a linear head with their own loss, tested against numpy in
-tests/test_losses_more.py) train one epoch each, all in one process. Unsupervised methods train from a training list
-that gives paths alone. As 2 CPU processes: DFH (memory bank and class centres from both ranks), BiHalf
-(unsupervised, frozen backbone, the training output carrying the features through DataParallel) and
-ITQ (shallow: features gathered from both ranks, the same fit as one process)."""
+on the backbone). Those whose head or encoder differs from the others (GreedyHash's sign layer and
+classifier, DSHSD's classifier, DPN's class targets in the head, BiHalf's half-split layer, ITQ's
+closed-form fit) go through the whole pipeline in a process each: train (1 epoch), export (static
+Paddle + ONNX with identical bits), infer.py on ONNX Runtime and predict.py, through the entry points'
+main(argv) (their import costs more than the work here). The rest (a linear head with their own loss,
+tested against numpy in tests/test_losses_more.py) go through the same steps one after another in one
+shared process. Unsupervised methods train from a training list that gives paths alone.
+As 2 CPU processes: DFH (memory bank and class centres from both ranks), BiHalf (unsupervised, frozen
+backbone, the training output carrying the features through DataParallel) and ITQ (shallow: features
+gathered from both ranks, the same fit as one process)."""
 import csv
 import json
 import os
@@ -29,28 +30,24 @@ NEW = {"dsh": "lite_single", "dhn": "lite_multi", "dch": "lite_single", "dfh": "
        "bihalf": "lite_multi", "lsh": "lite_single", "itq": "lite_multi"}
 RESNET = ["--backbone", "resnet18"]
 PIPELINE_METHODS = ["greedyhash", "dshsd", "dpn", "bihalf", "itq"]
-TRAIN_ONLY = sorted(set(NEW) - set(PIPELINE_METHODS))
+LINEAR_HEAD = sorted(set(NEW) - set(PIPELINE_METHODS))
 
+# Each method's steps in turn, in one process; "=== <method>" starts each method's part of the output.
 PIPELINE = r"""
 import json, sys
 sys.path.insert(0, {root!r})
 from utils.train.engine import main as train
 import export_model, predict
 from deploy.inference_python import infer
-a = json.loads({args!r})
-train(a["train"])
-export_model.main(a["export"])
-infer.main(a["infer"])
-predict.main(a["predict"])
+for a in json.loads({args!r}):
+    print("=== " + a["method"], flush=True)
+    train(a["train"])
+    export_model.main(a["export"])
+    infer.main(a["infer"])
+    predict.main(a["predict"])
 """
-
-TRAIN_MANY = r"""
-import json, sys
-sys.path.insert(0, {root!r})
-from utils.train.engine import main as train
-for argv in json.loads({args!r}):
-    train(argv)
-"""
+# Methods whose head or encoder is theirs alone run in a process each; the linear-head ones share one.
+GROUPS = [[m] for m in PIPELINE_METHODS] + [LINEAR_HEAD]
 
 
 def run_python(code):
@@ -80,39 +77,38 @@ def test_every_new_method_is_registered_with_scratch_settings():
 
 
 def test_every_new_method_is_covered_here():
-    assert sorted(PIPELINE_METHODS + TRAIN_ONLY) == sorted(NEW)
+    assert sorted(PIPELINE_METHODS + LINEAR_HEAD) == sorted(NEW)
 
 
-def test_methods_with_a_linear_head_train_one_epoch(request, tmp_path):
-    argv = [[str(a) for a in lite_flags(method_data(m, request, tmp_path), m, tmp_path / m / "run", epochs=1,
-                                        extra=RESNET)] for m in TRAIN_ONLY]
-    run_python(TRAIN_MANY.format(root=ROOT, args=json.dumps(argv)))
-    for m in TRAIN_ONLY:
-        metrics = json.loads((tmp_path / m / "run" / "metrics.json").read_text())
-        assert metrics["method"] == m and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1, (m, metrics)
-        rows = list(csv.DictReader(open(tmp_path / m / "run" / "train_log.csv")))
-        assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])), (m, rows)
-
-
-@pytest.mark.parametrize("method", PIPELINE_METHODS)
-def test_train_export_infer_predict(method, request, tmp_path):
+def pipeline_steps(method, request, tmp_path):
     data = method_data(method, request, tmp_path)
-    run, inf, npy = tmp_path / "run", tmp_path / "inf", tmp_path / "onnx.npy"
+    run, inf = tmp_path / method / "run", tmp_path / method / "inf"
     db_first = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[0]
-    img_dir = os.path.join(data["root"], "test")
-    steps = {
+    return {
+        "method": method,
         "train": [str(a) for a in lite_flags(data, method, run, epochs=1, extra=RESNET)],
         "export": ["--pretrained", str(run / "best.pdparams"), "--output-dir", str(inf), "--onnx"],
-        "infer": ["--model-dir", str(inf), "--img", img_dir, "--backend", "onnx", "--save-codes", str(npy)],
+        "infer": ["--model-dir", str(inf), "--img", os.path.join(data["root"], "test"), "--backend", "onnx",
+                  "--save-codes", str(tmp_path / method / "onnx.npy")],
         "predict": ["--bit", "16", "--img", os.path.join(data["root"], db_first), "--save_path", str(run),
                     "--topk", "5"],
     }
+
+
+@pytest.mark.parametrize("methods", GROUPS, ids="+".join)
+def test_train_export_infer_predict(methods, request, tmp_path):
+    steps = [pipeline_steps(m, request, tmp_path) for m in methods]
     proc = run_python(PIPELINE.format(root=ROOT, args=json.dumps(steps)))
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["method"] == method and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1
-    assert proc.stdout.count("identical code bits 100.00%") == 2, proc.stdout  # Paddle Inference and ONNX
-    assert np.load(npy).shape == (len(os.listdir(img_dir)), 16)
-    assert "----- Predicted Hamm_min: 0" in proc.stdout
+    parts = dict(part.split("\n", 1) for part in proc.stdout.split("=== ")[1:])
+    for method, step in zip(methods, steps):
+        out, run, img_dir = parts[method], tmp_path / method / "run", step["infer"][3]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["method"] == method and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1, method
+        rows = list(csv.DictReader(open(run / "train_log.csv")))
+        assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])), (method, rows)
+        assert out.count("identical code bits 100.00%") == 2, (method, out)  # Paddle Inference and ONNX
+        assert np.load(tmp_path / method / "onnx.npy").shape == (len(os.listdir(img_dir)), 16)
+        assert "----- Predicted Hamm_min: 0" in out, (method, out)
 
 
 def test_supervised_method_refuses_a_label_less_training_list(lite_single, tmp_path):
