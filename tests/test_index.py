@@ -352,7 +352,7 @@ def milvus_or_skip():
                     "pip install -r requirements-test.txt -c constraints.txt")
 
 
-def test_milvus_lite_gives_the_embedded_results(tmp_path):
+def test_milvus_lite_gives_the_embedded_results(tmp_path, monkeypatch):
     milvus_or_skip()
     from utils.index import Index
 
@@ -376,9 +376,34 @@ def test_milvus_lite_gives_the_embedded_results(tmp_path):
     assert mil.info()["count"] == emb.info()["count"] == 2996 and mil.info()["milvus_rows"] == 2996
     mil.compact()
     assert mil.snapshot().search(queries, 10)[1].tolist() == emb.snapshot().search(queries, 10)[1].tolist()
+
+    # --rebuild: new codes for the same ids; Milvus writes them into a new collection and switches to it
+    # with the new fingerprint in one catalogue commit. A failure before the switch leaves the old state.
+    new_codes = rng.integers(0, 256, (3000, 2), dtype=np.uint8)
+    import utils.index
+
+    def fail_at(name):
+        if name == "rebuild:stored":
+            raise RuntimeError("injected")
+
+    monkeypatch.setattr(utils.index, "crash_point", fail_at)
+    with pytest.raises(RuntimeError, match="injected"):
+        mil.replace_codes({"weights": "w2"}, lambda ids, paths: new_codes[ids])
+    monkeypatch.undo()
+    assert mil.fingerprint == fp and mil.snapshot().search(queries, 10)[1].tolist() == i1[:, :10].tolist()
+    for idx in (emb, mil):
+        assert idx.replace_codes({"weights": "w2"}, lambda ids, paths: new_codes[ids]) == 2996
+        assert idx.fingerprint == {"weights": "w2"}
+    d1, i1 = emb.snapshot().search(new_codes[:40], 64)
+    d2, i2 = mil.snapshot().search(new_codes[:40], 64)
+    assert d1.tolist() == d2.tolist() and i1.tolist() == i2.tolist()
     mil.close()
     reopened = Index(tmp_path / "mil")  # the index directory records backend, URI and collection
     assert reopened.backend == "milvus" and len(reopened) == 2996
+    assert reopened.snapshot().search(new_codes[:40], 64)[1].tolist() == i1.tolist()
+    reopened.compact()  # a write: would drop any collection the index no longer uses
+    names = reopened.store.client.list_collections()
+    assert names == [reopened.store.name] and reopened.store.name.endswith("_r1"), names  # the failed try used _r1 too
     reopened.close()
     emb.close()
 
@@ -445,6 +470,16 @@ def test_build_killed_resumes_equal_to_uninterrupted(trained):
     assert a == b and len(a["results"]) == 48 and a["results"][0]["distance"] == 0
     keys = [(r["distance"], r["id"]) for r in a["results"]]
     assert keys == sorted(keys)
+    # SIGTERM after the first chunk's commit (as docker stop sends it): that chunk stays, the build stops
+    # with one line and exit 0, and the same command finishes it
+    stopped = index_cli("build", "--model", t["ckpt"], *t["db"], "--out", out / "stopped", "--chunk-size", 8,
+                        check=False, env={"HASHING_INDEX_CRASH_AT": "add:committed@1:SIGTERM"})
+    assert stopped.returncode == 0, stopped.stderr
+    assert "----- stopped by SIGTERM: added 8" in stopped.stdout and "40 images left" in stopped.stdout
+    assert "FatalError" not in stopped.stderr and "Traceback" not in stopped.stderr
+    assert json.loads(index_cli("info", "--index", out / "stopped", "--json").stdout)["count"] == 8
+    index_cli("build", "--model", t["ckpt"], *t["db"], "--out", out / "stopped", "--chunk-size", 8)
+    assert snapshot_of(out / "full") == snapshot_of(out / "stopped")
 
 
 def test_cli_add_remove_mismatch_and_bad_input(trained, tmp_path):

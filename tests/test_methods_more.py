@@ -9,18 +9,14 @@ shared process. Unsupervised methods train from a training list that gives paths
 As 2 CPU processes: DFH (memory bank and class centres from both ranks), BiHalf (unsupervised, frozen
 backbone, the training output carrying the features through DataParallel) and ITQ (shallow: features
 gathered from both ranks, the same fit as one process)."""
-import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from models.methods import METHODS
-from tests.helpers import ROOT, lite_flags
+from tests.helpers import check_pipeline, lite_flags, pipeline_steps, run_pipelines
 from tests.test_engine import launch_2proc
 
 pytestmark = pytest.mark.slow
@@ -32,29 +28,8 @@ RESNET = ["--backbone", "resnet18"]
 PIPELINE_METHODS = ["greedyhash", "dshsd", "dpn", "bihalf", "itq"]
 LINEAR_HEAD = sorted(set(NEW) - set(PIPELINE_METHODS))
 
-# Each method's steps in turn, in one process; "=== <method>" starts each method's part of the output.
-PIPELINE = r"""
-import json, sys
-sys.path.insert(0, {root!r})
-from utils.train.engine import main as train
-import export_model, predict
-from deploy.inference_python import infer
-for a in json.loads({args!r}):
-    print("=== " + a["method"], flush=True)
-    train(a["train"])
-    export_model.main(a["export"])
-    infer.main(a["infer"])
-    predict.main(a["predict"])
-"""
 # Methods whose head or encoder is theirs alone run in a process each; the linear-head ones share one.
 GROUPS = [[m] for m in PIPELINE_METHODS] + [LINEAR_HEAD]
-
-
-def run_python(code):
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, FLAGS_use_mkldnn="0", PYTHONUNBUFFERED="1"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def method_data(method, request, tmp_path):
@@ -80,35 +55,12 @@ def test_every_new_method_is_covered_here():
     assert sorted(PIPELINE_METHODS + LINEAR_HEAD) == sorted(NEW)
 
 
-def pipeline_steps(method, request, tmp_path):
-    data = method_data(method, request, tmp_path)
-    run, inf = tmp_path / method / "run", tmp_path / method / "inf"
-    db_first = open(os.path.join(data["list_dir"], "database.txt")).readline().split()[0]
-    return {
-        "method": method,
-        "train": [str(a) for a in lite_flags(data, method, run, epochs=1, extra=RESNET)],
-        "export": ["--pretrained", str(run / "best.pdparams"), "--output-dir", str(inf), "--onnx"],
-        "infer": ["--model-dir", str(inf), "--img", os.path.join(data["root"], "test"), "--backend", "onnx",
-                  "--save-codes", str(tmp_path / method / "onnx.npy")],
-        "predict": ["--bit", "16", "--img", os.path.join(data["root"], db_first), "--save_path", str(run),
-                    "--topk", "5"],
-    }
-
-
 @pytest.mark.parametrize("methods", GROUPS, ids="+".join)
 def test_train_export_infer_predict(methods, request, tmp_path):
-    steps = [pipeline_steps(m, request, tmp_path) for m in methods]
-    proc = run_python(PIPELINE.format(root=ROOT, args=json.dumps(steps)))
-    parts = dict(part.split("\n", 1) for part in proc.stdout.split("=== ")[1:])
-    for method, step in zip(methods, steps):
-        out, run, img_dir = parts[method], tmp_path / method / "run", step["infer"][3]
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["method"] == method and metrics["epoch"] == 1 and 0 < metrics["map"] <= 1, method
-        rows = list(csv.DictReader(open(run / "train_log.csv")))
-        assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])), (method, rows)
-        assert out.count("identical code bits 100.00%") == 2, (method, out)  # Paddle Inference and ONNX
-        assert np.load(tmp_path / method / "onnx.npy").shape == (len(os.listdir(img_dir)), 16)
-        assert "----- Predicted Hamm_min: 0" in out, (method, out)
+    steps = [pipeline_steps(method_data(m, request, tmp_path), m, tmp_path / m, extra=RESNET) for m in methods]
+    parts = run_pipelines(steps)
+    for step in steps:
+        check_pipeline(step, parts[step["method"]])
 
 
 def test_supervised_method_refuses_a_label_less_training_list(lite_single, tmp_path):

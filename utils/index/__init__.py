@@ -45,18 +45,20 @@ CRASH_POINTS = ("add:stored", "add:committed", "remove:committed", "remove:appli
 
 def crash_point(name):
     """Kill the process at step `name` when HASHING_INDEX_CRASH_AT says so (tests of crash safety):
-    `name` crashes at the first pass, `name:N` at the N-th."""
+    `name` crashes at the first pass, `name@N` at the N-th, `name@N:SIGTERM` sends that signal instead of
+    SIGKILL (tests of a clean stop: the process's own handler then runs, once)."""
     want = os.environ.get(CRASH_ENV)
     if not want:
         return
-    step, _, nth = want.partition("@")
+    step, _, when = want.partition("@")
     if step != name:
         return
+    nth, _, sig = when.partition(":")
     crash_point.seen[name] = crash_point.seen.get(name, 0) + 1
-    if crash_point.seen[name] >= int(nth or 1):
+    if crash_point.seen[name] == int(nth or 1) or (not sig and crash_point.seen[name] > int(nth or 1)):
         import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, sig or "SIGKILL"))
 
 
 crash_point.seen = {}

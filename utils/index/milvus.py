@@ -9,11 +9,16 @@ Order of writes: `add` inserts into Milvus inside the catalogue's write transact
 catalogue does not count (ids >= next id) or tombstoned rows still in Milvus: searches filter both out and
 the next write deletes them, so the index reads as the previous or the new state.
 
+`--rebuild` writes the new codes into a new collection (`<collection>_r<N>`) and switches to it in the same
+catalogue transaction that records the new model; the collection that is not current (the old one after
+the switch, or a half-written new one after a crash before it) is dropped at the next write.
+
 Milvus orders ties arbitrarily; searches ask for more than k and widen until the k-th result is certain,
 then order by (distance, id) — the same ranking as the embedded backend. Needs `pymilvus<2.6` and, for a
 local file, `milvus-lite==2.5.1` (Milvus Lite 3.x refuses binary vectors) with `setuptools<70`.
 """
 import os
+import re
 
 import numpy as np
 
@@ -73,18 +78,13 @@ class MilvusStore:
             raise UserError(f"the Milvus backend needs pymilvus ({exc}): {INSTALL}")
         if bit % 8:
             raise UserError(f"Milvus binary vectors need a multiple of 8 bits; this index has {bit}")
-        self.dir, self.catalogue, self.bit, self.name = d, catalogue, bit, meta["collection"]
-        self.uri = meta["uri"]
+        self.dir, self.catalogue, self.bit, self.base = d, catalogue, bit, meta["collection"]
+        self.name = catalogue.get("collection", self.base)  # a --rebuild moves to a new collection
+        self.uri, self.index_type = meta["uri"], meta.get("index_type", "BIN_FLAT")
+        self._types = DataType
         try:
             self.client = MilvusClient(uri=self.uri, token=os.environ.get("MILVUS_TOKEN", ""))
-            if not self.client.has_collection(self.name):
-                schema = self.client.create_schema(auto_id=False)
-                schema.add_field("id", DataType.INT64, is_primary=True)
-                schema.add_field("code", DataType.BINARY_VECTOR, dim=bit)
-                params = self.client.prepare_index_params()
-                params.add_index("code", index_type=meta.get("index_type", "BIN_FLAT"), metric_type="HAMMING")
-                self.client.create_collection(self.name, schema=schema, index_params=params)
-            self.client.load_collection(self.name)
+            self._create(self.name)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - pymilvus raises many kinds; all mean "cannot use it"
@@ -93,6 +93,21 @@ class MilvusStore:
                             f"check --uri / the server (and MILVUS_TOKEN); Milvus Lite needs: {INSTALL}")
         self._recovered = False
 
+    def _create(self, name):
+        if not self.client.has_collection(name):
+            schema = self.client.create_schema(auto_id=False)
+            schema.add_field("id", self._types.INT64, is_primary=True)
+            schema.add_field("code", self._types.BINARY_VECTOR, dim=self.bit)
+            params = self.client.prepare_index_params()
+            params.add_index("code", index_type=self.index_type, metric_type="HAMMING")
+            self.client.create_collection(name, schema=schema, index_params=params)
+        self.client.load_collection(name)
+
+    def _stale_collections(self):
+        """This index's collections other than the current one (left by a --rebuild)."""
+        return [c for c in self.client.list_collections()
+                if c != self.name and re.fullmatch(re.escape(self.base) + r"(_r\d+)?", c)]
+
     def close(self):
         try:
             self.client.close()
@@ -100,9 +115,12 @@ class MilvusStore:
             pass
 
     def recover(self):
-        """Delete what a crashed write left in Milvus: rows beyond the committed ids, tombstoned rows."""
+        """Delete what a crashed write left in Milvus: rows beyond the committed ids, tombstoned rows, and
+        the collection a --rebuild moved away from (or did not finish)."""
         if self._recovered:
             return
+        for name in self._stale_collections():
+            self.client.drop_collection(name)
         next_id = int(self.catalogue.get("next_id", 0))
         self.client.delete(self.name, filter=f"id >= {next_id}")
         removed = self.catalogue.removed_ids()
@@ -110,9 +128,9 @@ class MilvusStore:
             self.client.delete(self.name, ids=removed[start:start + BATCH])
         self._recovered = True
 
-    def write(self, ids, packed):
+    def write(self, ids, packed, collection=None):
         for start in range(0, len(ids), BATCH):
-            self.client.insert(self.name, [{"id": int(i), "code": c.tobytes()}
+            self.client.insert(collection or self.name, [{"id": int(i), "code": c.tobytes()}
                                            for i, c in zip(ids[start:start + BATCH], packed[start:start + BATCH])])
         return int(ids[0]), int(ids[-1]) + 1
 
@@ -147,9 +165,28 @@ class MilvusStore:
             db.execute("DELETE FROM items WHERE removed = 1")
         return self.catalogue.count()[0], len(removed)
 
-    def rebuild(self, fingerprint, encode_items, log=print):
-        raise UserError("--rebuild is not supported on the Milvus backend: build a new index with the new "
-                        "model (scripts/index.py build --backend milvus ...) and point the service at it")
+    def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
+        from utils.index import crash_point
+        from utils.index.catalogue import Catalogue
+
+        n = int(self.catalogue.get("rebuilds", 0)) + 1
+        new = f"{self.base}_r{n}"
+        if self.client.has_collection(new):  # a rebuild that crashed before its switch
+            self.client.drop_collection(new)
+        self._create(new)
+        with self.catalogue.transaction() as db:  # the write lock: no add or remove meanwhile
+            rows = db.execute("SELECT id, path FROM items WHERE removed = 0 ORDER BY id").fetchall()
+            for start in range(0, len(rows), chunk):
+                part = rows[start:start + chunk]
+                ids = np.asarray([r[0] for r in part], np.int64)
+                self.write(ids, np.ascontiguousarray(encode_items(ids, [r[1] for r in part]), np.uint8), new)
+            crash_point("rebuild:stored")
+            for key, value in (("collection", new), ("rebuilds", n), ("fingerprint", fingerprint)):
+                Catalogue.put(db, key, value)
+        old, self.name = self.name, new
+        crash_point("rebuild:committed")
+        self.client.drop_collection(old)
+        return len(rows)
 
     def info(self, n_rows):
         try:
