@@ -8,7 +8,7 @@ import paddle
 
 from models.heads import LinearHead
 from models.losses import HashLoss, batch_similar
-from models.methods.base import Method, Option, Recipe, deephash_rules, register
+from models.methods.base import Method, Option, Recipe, deephash_rules, register, RMSPROP_SCRATCH
 
 
 def cauchy_distance(a, b, bit):
@@ -54,7 +54,7 @@ register(Method(
     recipe=Recipe(
         rules=deephash_rules("DCH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=128,
                              gamma=20.0, **{"lambda": 0.1}),
-        scratch=dict(lr=1e-4, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(Option("gamma", float, "DCH: scale γ of the Cauchy distribution"),
              Option("lambda", float, "DHN/DCH/LCDSH: weight λ of the quantisation (LCDSH: binary-consistency) term")),

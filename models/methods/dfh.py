@@ -8,7 +8,7 @@ import paddle.nn.functional as F
 
 from models.heads import LinearHead
 from models.losses import PairwiseBankLoss
-from models.methods.base import Method, Option, Recipe, deephash_rules, register
+from models.methods.base import Method, Option, Recipe, deephash_rules, register, RMSPROP_SCRATCH
 
 CENTRE_STEPS = 200  # gradient steps on the class centres per batch, lr 0.03 (×0.1 at steps 149 and 179)
 
@@ -77,7 +77,7 @@ register(Method(
     recipe=Recipe(
         rules=deephash_rules("DFH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=64,
                              margin=3.0, mu=0.1, vul=1.0, nta=1.0, eta=0.5),
-        scratch=dict(lr=1e-4, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(Option("margin", float, "DFH m / DPN m: margin of the pairwise likelihood / the polarisation"),
              Option("mu", float, "DFH: weight μ of the class centres in the target bits"),

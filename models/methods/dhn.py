@@ -5,7 +5,7 @@ import paddle
 
 from models.heads import LinearHead
 from models.losses import PairwiseBankLoss
-from models.methods.base import Method, Option, Recipe, deephash_rules, register
+from models.methods.base import Method, Option, Recipe, deephash_rules, register, RMSPROP_SCRATCH
 
 
 def log_cosh(x):
@@ -37,7 +37,7 @@ register(Method(
     recipe=Recipe(
         rules=deephash_rules("DHN.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=90, batch_size=128,
                              **{"lambda": 0.1}),
-        scratch=dict(lr=1e-4, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(Option("lambda", float, "DHN/DCH/LCDSH: weight λ of the quantisation (LCDSH: binary-consistency) term"),),
 ))

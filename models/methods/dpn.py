@@ -8,7 +8,7 @@ import paddle.nn.functional as F
 
 from models.heads import LinearHead
 from models.losses import HashLoss
-from models.methods.base import Method, Option, Recipe, deephash_rules, register
+from models.methods.base import Method, Option, Recipe, deephash_rules, register, RMSPROP_SCRATCH
 
 
 def target_vectors(num_classes, bit, p=0.5, seed=0):
@@ -53,7 +53,7 @@ register(Method(
     recipe=Recipe(
         rules=deephash_rules("DPN.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=32,
                              margin=1.0, p=0.5),
-        scratch=dict(lr=1e-4, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(Option("margin", float, "DFH m / DPN m: margin of the pairwise likelihood / the polarisation"),
              Option("p", float, "DPN: fraction p of −1 bits in each class's random target code")),

@@ -5,8 +5,8 @@ import paddle
 
 from models.heads import LinearHead
 from models.losses import PairwiseBankLoss
-from models.methods.base import (DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE, OFFICIAL, QUANT_OPTION, SHORTER_CROP, Method,
-                                 Recipe, Rule, always, register)
+from models.methods.base import (DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE, OFFICIAL, QUANT_OPTION, RMSPROP_SCRATCH,
+                                 SHORTER_CROP, Method, Recipe, Rule, always, register)
 
 
 class DPSHLoss(PairwiseBankLoss):
@@ -43,9 +43,7 @@ register(Method(
                    f"{OFFICIAL}: DeepHash-pytorch DPSH.py get_config, DeepHash-pytorch:utils/tools.py"),
             Rule(dict(dataset="cifar10"), DEEPHASH_CIFAR, DEEPHASH_CIFAR_SOURCE),
         ),
-        # lr: the paper's 1e-5 also did best from random init (64 bits, lite_single, 8 epochs, batch 16:
-        # mAP 0.2757 at 1e-5, 0.2320 at 3e-5, 0.2024 at 1e-4), now that RMSProp takes PyTorch's step
-        scratch=dict(lr=1e-5, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(QUANT_OPTION,),
 ))

@@ -7,7 +7,7 @@ import paddle.nn.functional as F
 
 from models.heads import LinearHead
 from models.losses import PairwiseBankLoss
-from models.methods.base import Method, Option, Recipe, deephash_rules, register
+from models.methods.base import Method, Option, Recipe, deephash_rules, register, RMSPROP_SCRATCH
 
 
 def squared_distances(a, b):
@@ -44,7 +44,7 @@ register(Method(
     recipe=Recipe(
         rules=deephash_rules("DSH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=250, batch_size=64,
                              alpha=0.1),
-        scratch=dict(lr=1e-4, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(Option("alpha", float, "DSH/DSHSD/GreedyHash: weight α of the regulariser"),),
 ))

@@ -7,7 +7,7 @@ import paddle.nn.functional as F
 
 from models.heads import LinearHead
 from models.losses import HashLoss
-from models.methods.base import Method, Option, Recipe, deephash_rules, register
+from models.methods.base import Method, Option, Recipe, deephash_rules, register, RMSPROP_SCRATCH
 
 
 class LCDSHLoss(HashLoss):
@@ -37,7 +37,7 @@ register(Method(
     recipe=Recipe(
         rules=deephash_rules("LCDSH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=350, batch_size=128,
                              **{"lambda": 3.0}),
-        scratch=dict(lr=1e-4, batch_size=32),
+        scratch=RMSPROP_SCRATCH,
     ),
     options=(Option("lambda", float, "DHN/DCH/LCDSH: weight λ of the quantisation (LCDSH: binary-consistency) term"),),
 ))
