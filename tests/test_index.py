@@ -408,6 +408,70 @@ def test_milvus_lite_gives_the_embedded_results(tmp_path, monkeypatch):
     emb.close()
 
 
+def reader_state(index, queries):
+    """What a reader of any backend sees: alive ids, the fingerprint, the top-10 of `queries`."""
+    with index.catalogue.reading() as db:
+        ids = [r[0] for r in db.execute("SELECT id FROM items WHERE removed = 0 ORDER BY id")]
+    dist, hits = index.snapshot().search(queries, 10)
+    return ids, index.fingerprint, dist.tolist(), hits.tolist()
+
+
+@pytest.fixture(scope="module")
+def milvus_file(tmp_path_factory):
+    """One Milvus Lite file for the crash cases (each index its own collection): starting a Milvus Lite
+    server on a new file right after another one stopped fails now and then ("internal error")."""
+    return str(tmp_path_factory.mktemp("milvus") / "lite.db")
+
+
+MILVUS_OPS = {"add": lambda idx, new: idx.add(new[:50], [f"n{i}" for i in range(50)]),
+              "remove": lambda idx, new: idx.remove([1, 7, 100]),
+              "rebuild": lambda idx, new: idx.replace_codes({"weights": "w2"}, lambda ids, paths: new[ids])}
+
+
+@pytest.mark.parametrize("step", ["add:stored", "add:committed", "remove:committed", "remove:applied",
+                                  "rebuild:stored", "rebuild:committed"])
+def test_milvus_crash_at_each_write_step_leaves_before_or_after(tmp_path, monkeypatch, step, milvus_file):
+    """A crash is simulated in-process (a Milvus Lite server does not outlive a SIGKILLed client cleanly):
+    the step raises, and the clean-up a killed process would not run (abandon) is switched off. The index
+    reopened by a new process's handle must read as before or after, and stay writable."""
+    milvus_or_skip()
+    import utils.index
+    from utils.index import Index
+
+    rng = np.random.default_rng(8)
+    codes, new = rng.integers(0, 256, (300, 2), dtype=np.uint8), rng.integers(0, 256, (400, 2), dtype=np.uint8)
+    op, queries = MILVUS_OPS[step.split(":")[0]], codes[:20]
+    emb = Index.create(tmp_path / "emb", 16, {"weights": "w"})
+    try:
+        mil = Index.create(tmp_path / "mil", 16, {"weights": "w"}, backend="milvus", uri=milvus_file)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"Milvus Lite cannot start here: {exc}")
+    for idx in (emb, mil):
+        idx.add(codes, [f"p{i}" for i in range(300)])
+    before = reader_state(mil, queries)
+    op(emb, new)
+    after = reader_state(emb, queries)
+    assert after != before
+
+    def crash(name):
+        if name == step:
+            raise KeyboardInterrupt(f"crash at {name}")
+
+    monkeypatch.setattr(utils.index, "crash_point", crash)
+    monkeypatch.setattr(mil.store, "abandon", lambda token: None)
+    with pytest.raises(KeyboardInterrupt):
+        op(mil, new)
+    monkeypatch.undo()
+    mil.close()
+    reopened = Index(tmp_path / "mil")
+    got = reader_state(reopened, queries)
+    assert got in (before, after), f"crash at {step}: neither the previous nor the new state"
+    reopened.add(np.zeros((1, 2), np.uint8), ["later"])  # writable, and the write clears what the crash left
+    assert reopened.info()["milvus_rows"] == reopened.info()["count"]
+    reopened.close()
+    emb.close()
+
+
 # ------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def trained(lite_single, tmp_path_factory):
