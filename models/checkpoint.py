@@ -81,8 +81,9 @@ def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, cri
         ckpt["scheduler"] = scheduler.state_dict()
     if criterion is not None:
         ckpt["criterion"] = criterion.state_dict()
-    if amp is not None and amp.state_dict() is not None:
-        ckpt["amp"] = amp.state_dict()
+    amp_state = amp.state_dict() if amp is not None else None
+    if amp_state is not None:
+        ckpt["amp"] = amp_state
     ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     ckpt.update(state.to_checkpoint(resumable=optimizer is not None))
     with atomic_path(path) as tmp:

@@ -305,6 +305,8 @@ def test_print_recipe_names_the_source_of_each_value():
     assert cfg["batch_size"] == 128 and cfg["optimizer"] == "rmsprop" and cfg["rmsprop_form"] == "pytorch"
     assert sources["lr"] == "command line" and "DeepHash-pytorch DPSH.py" in sources["batch_size"]
     assert "command line" in format_recipe(cfg, sources)
+    # --lr is what users type; it must not be an ambiguous prefix of --lr-step / --lr-gamma
+    assert build_parser("").parse_args(["--lr", "3e-5"]).lr == 3e-5
 
 
 def test_scratch_recipe_and_label_mode():

@@ -76,7 +76,7 @@ def build_parser(description):
           help="print the resolved settings and where each value comes from, then exit")
     _flag(g, "--epochs", type=int, default=None, help="training epochs (default: method's)")
     _flag(g, "-bs", "--batch-size", type=int, default=None, help="batch size per process (default: method's)")
-    _flag(g, "-lr", "--learning-rate", dest="lr", type=float, default=None,
+    _flag(g, "-lr", "--lr", "--learning-rate", dest="lr", type=float, default=None,
           help="base learning rate (default: method's)")
     _flag(g, "--optimizer", choices=("sgd", "adam", "rmsprop"), default=None, help="optimizer (default: method's)")
     _flag(g, "--rmsprop-form", choices=RMSPROP_FORMS, default=None,
