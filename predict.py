@@ -66,7 +66,7 @@ def query_labels(query_path, database, list_dir):
 def main(argv=None):
     args = parse_args(argv)
     from utils.deploy.searcher import open_search
-    from utils.data.transforms import ImageError, load_image
+    from utils.data.images import ImageError, open_image
     from utils.fileio import atomic_path
     from utils.rundir import RunDir
 
@@ -75,7 +75,7 @@ def main(argv=None):
     if args.pretrained and args.model_dir:
         raise UserError("give either --pretrained CKPT or --model-dir DIR, not both")
     try:
-        query = load_image(args.img)
+        query = open_image(args.img)
     except ImageError as exc:
         raise UserError(f"--img {args.img}: {exc}")
     if args.index:

@@ -68,16 +68,14 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import check_writable_dir, write_text  # noqa: E402
+from utils.data.images import IMAGE_EXTENSIONS, check_image  # noqa: E402
 from utils.data.lists import LIST_NAMES, format_list, write_list  # noqa: E402
 
-IMAGE_EXTENSIONS = (".bmp", ".dib", ".gif", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm",
-                    ".ppm", ".tif", ".tiff", ".webp")
 DEFAULT_QUERY_FRACTION = 0.1
 DEFAULT_TRAIN_FRACTION = 0.5
 CLASSES_FILE = "classes.txt"
@@ -252,21 +250,6 @@ def _csv_path(raw, root, where, column):
 
 
 # ------------------------------------------------------------------------------------------ images
-def check_image(path):
-    """None if PIL opens and decodes the file as training will (RGB), else the reason."""
-    try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":  # decode at 1/8 scale: reads all the data, a fraction of the work
-                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()
-            img.convert("RGB")
-    except FileNotFoundError:
-        return "file not found"
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        return f"not a readable image ({type(exc).__name__}: {_short(exc, 100)})"
-    return None
-
-
 def screen_images(items, root, skip_bad, csv_mode=False, workers=None, say=None):
     """Drop or refuse paths the lists cannot hold and files PIL cannot read.
 

@@ -189,11 +189,11 @@ def info(args):
 
 
 def search(args):
-    from utils.data.transforms import ImageError, load_image
+    from utils.data.images import ImageError, open_image
     from utils.deploy.indexing import open_index_search
 
     try:
-        image = load_image(args.img)
+        image = open_image(args.img)
     except ImageError as exc:
         raise UserError(f"--img {args.img}: {exc}")
     searcher = open_index_search(args.index, args.model, None, args.runtime, args.use_gpu, args.engine)

@@ -1,6 +1,8 @@
-"""Atomic file writes: everything the project persists goes to a temp file in the same directory,
-is flushed and fsynced, then renamed over the target. A crash leaves the old file or the new one,
-never half of one."""
+"""Atomic, durable file writes: everything the project persists (checkpoints, lists, caches, index
+segments, reports) goes to a temp file in the same directory, is flushed and fsynced, renamed over the
+target, and the directory is fsynced after the rename. A crash (or a power loss) leaves the old file or
+the new one, never half of one and never a new name pointing at unwritten data. (The index catalogue
+is SQLite with WAL and synchronous=FULL, which makes the same promise for its transactions.)"""
 import contextlib
 import json
 import os
@@ -22,10 +24,26 @@ def atomic_path(path):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(directory)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def fsync_dir(directory):
+    """Make a rename (or a new file) in `directory` durable: fsync the directory itself. A no-op where the
+    platform cannot open directories (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories; the rename itself is still atomic
+    finally:
+        os.close(fd)
 
 
 def write_text(path, text):

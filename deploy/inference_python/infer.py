@@ -19,7 +19,6 @@ if ROOT not in sys.path:
 from utils.deploy.runtimes import RUNTIMES, open_exported  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def str2bool(v):
@@ -57,10 +56,11 @@ def list_images(path):
         return [path]
     if not os.path.isdir(path):
         raise UserError(f"--img {path}: no such file or folder")
-    found = sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files
-                   if f.lower().endswith(IMAGE_EXTS))
+    from utils.data.images import IMAGE_EXTENSIONS, list_image_files
+
+    found = list_image_files(path)
     if not found:
-        raise UserError(f"--img {path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+        raise UserError(f"--img {path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return found
 
 

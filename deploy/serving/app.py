@@ -31,7 +31,6 @@ installed, else by Flask's threaded server.
 """
 import argparse
 import collections
-import io
 import os
 import re
 import signal
@@ -39,12 +38,12 @@ import socket
 import sys
 import threading
 import time
-import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from utils.data.images import ImageError, open_image, thumbnail_jpeg  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,49 +86,6 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------------ images
-class BadImage(Exception):
-    """An upload that is not a decodable image (or too large a one)."""
-
-
-def decode_upload(data, max_pixels):
-    """Bytes → PIL RGB image, fully decoded; the size is checked from the header before decoding."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise BadImage("the uploaded file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise BadImage(f"image is {w}x{h} = {w * h} pixels, more than the {max_pixels} accepted")
-                img.load()
-                return img.convert("RGB")
-    except BadImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(f"image rejected: its header declares more pixels than the {max_pixels} accepted "
-                       "(decompression bomb guard)")
-    except UnidentifiedImageError:
-        raise BadImage("the uploaded file is not an image PIL can read (JPEG, PNG, BMP, GIF, WebP, TIFF ...)")
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise BadImage(f"the uploaded image could not be decoded ({type(exc).__name__}: {exc})")
-
-
-def thumbnail_jpeg(path, size=THUMB_SIZE):
-    """A JPEG (bytes) of the image at `path`, at most `size` pixels on its longer side."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
-        img = img.convert("RGB")
-        img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-
-
 class LRUBytes:
     """A small thread-safe least-recently-used cache of bytes."""
 
@@ -288,7 +244,7 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
     from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
     # PIL's own guard (a warning above MAX_IMAGE_PIXELS, an error above twice that) must not be
-    # stricter than ours; decode_upload turns its warning into a 400
+    # stricter than ours; open_image(max_pixels=...) turns its warning into a 400
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
     app = Flask(__name__, static_folder=os.path.join(HERE, "static"), static_url_path="/static")
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -361,8 +317,8 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
         if len(data) > max_bytes:
             return None, too_large(None)
         try:
-            return (data, decode_upload(data, max_pixels)), None
-        except BadImage as exc:
+            return (data, open_image(data, max_pixels=max_pixels)), None
+        except ImageError as exc:
             return None, error(400, f"{upload.filename or 'upload'}: {exc}")
 
     @app.post("/index/add")
@@ -418,9 +374,9 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
         if path is None:
             return error(404, why)
         try:
-            jpeg = thumbs.get(path, lambda: thumbnail_jpeg(path))
-        except (OSError, ValueError, SyntaxError) as exc:
-            return error(404, f"database image {index} ({path}) cannot be read ({type(exc).__name__})")
+            jpeg = thumbs.get(path, lambda: thumbnail_jpeg(path, THUMB_SIZE))
+        except ImageError as exc:
+            return error(404, f"database image {index} ({path}): {exc}")
         resp = app.response_class(jpeg, mimetype="image/jpeg")
         resp.headers["Cache-Control"] = "public, max-age=3600"
         return resp

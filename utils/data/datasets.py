@@ -14,7 +14,7 @@ import paddle
 
 from utils.errors import UserError
 from utils.data.lists import read_list
-from utils.data.transforms import ImageError, load_image
+from utils.data.images import ImageError, open_image
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class ImageListDataset(paddle.io.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.train else None
         c = self.preprocess.crop_size
         try:
-            img = self.preprocess(load_image(self.path(i)), rng)
+            img = self.preprocess(open_image(self.path(i)), rng)
             ok = 1
         except ImageError:
             img, ok = np.zeros((3, c, c), np.float32), 0
@@ -101,7 +101,7 @@ class ImageListDataset(paddle.io.Dataset):
 
     def bad_image_error(self, i):
         try:
-            load_image(self.path(i))
+            open_image(self.path(i))
             why = "could not be preprocessed"
         except ImageError as exc:
             why = str(exc)

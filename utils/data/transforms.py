@@ -34,7 +34,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-from PIL import Image, ImageEnhance, UnidentifiedImageError
+from PIL import Image, ImageEnhance
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,22 +45,6 @@ TRAIN_AUGMENTS = ("crop_flip", "resized_crop_flip", "flip_jitter", "none")
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.05
-
-
-class ImageError(Exception):
-    """An image that cannot be opened or decoded."""
-
-
-def load_image(path):
-    """Open an image file as RGB, fully decoded (so truncated files fail here, not later)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError("file not found")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})")
 
 
 def random_resized_crop_box(width, height, rng, scale=RRC_SCALE, ratio=RRC_RATIO):

@@ -93,7 +93,7 @@ class DygraphEncoder:
 def encode_images(encoder, paths, preprocess, batch_size=32, timer=None, on_error=None):
     """Continuous codes for image files, in order. A file that can't be read raises UserError naming it
     (or is reported to `on_error(path, reason)` and skipped, when given). Returns (codes, kept paths)."""
-    from utils.data.transforms import ImageError, load_image
+    from utils.data.images import ImageError, open_image
 
     codes, kept = [], []
     for start in range(0, len(paths), batch_size):
@@ -101,7 +101,7 @@ def encode_images(encoder, paths, preprocess, batch_size=32, timer=None, on_erro
         with (timer.section("preprocess") if timer else contextlib.nullcontext()):
             for p in paths[start:start + batch_size]:
                 try:
-                    arrays.append(preprocess(load_image(p)))
+                    arrays.append(preprocess(open_image(p)))
                 except ImageError as exc:
                     if on_error is None:
                         raise UserError(f"{p}: {exc}")

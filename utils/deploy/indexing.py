@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from utils.data.images import IMAGE_EXTENSIONS, list_image_files
 from utils.errors import UserError
 from utils.index import Index
 from utils.retrieval import binarize, pack_codes
 from utils.retrieval.code_cache import file_sha256
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,9 @@ def scan_sources(list_file=None, data_path=None, images=None, allow_absolute=Fal
     if images:
         if not os.path.isdir(images):
             raise UserError(f"--images {images}: directory not found")
-        found = []
-        for base, dirs, files in os.walk(images):
-            dirs.sort()
-            found += [os.path.join(base, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTS)]
+        found = list_image_files(images)
         if not found:
-            raise UserError(f"--images {images}: no image files ({', '.join(IMAGE_EXTS)}) found there")
+            raise UserError(f"--images {images}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found there")
         return [Source(os.path.normpath(p)) for p in found], {"images": os.path.abspath(images)}
     if not list_file:
         raise UserError("say what to index: --images DIR, or --list L --data-path DIR")

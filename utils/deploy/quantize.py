@@ -47,7 +47,7 @@ def calibration_from_list(list_file, data_path, preprocess, n, seed=0, flag="--c
     """A seeded sample of `n` images of a list (the training list) for calibration, and up to `n` other
     images of it for the agreement check (the calibration images themselves when the list has no others)."""
     from utils.data.lists import read_list
-    from utils.data.transforms import ImageError, load_image
+    from utils.data.images import ImageError, open_image
 
     if n <= 0:
         raise UserError(f"--calib-num must be positive, got {n}")
@@ -63,7 +63,7 @@ def calibration_from_list(list_file, data_path, preprocess, n, seed=0, flag="--c
             arrays = []
             for i in indices[start:start + BATCH]:
                 try:
-                    arrays.append(preprocess(load_image(os.path.join(data_path, lst.paths[i]))))
+                    arrays.append(preprocess(open_image(os.path.join(data_path, lst.paths[i]))))
                 except ImageError as exc:
                     raise UserError(f"{lst.where(i)}: {os.path.join(data_path, lst.paths[i])}: {exc}")
             out.append(np.stack(arrays))

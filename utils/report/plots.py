@@ -8,8 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
+from utils.data.images import thumbnail  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.fileio import atomic_path  # noqa: E402
 
@@ -217,10 +217,7 @@ def save_montage(path, query_path, query_labels, hits, thumb=128):
         relevant = None if query_labels is None else bool(set(hit.labels) & set(query_labels))
         tiles.append((hit.path, f"#{hit.rank}  d={hit.distance}\n{os.path.basename(hit.path)}", relevant))
     for ax, (p, title, relevant) in zip(axes.flat, tiles):
-        with Image.open(p) as img:
-            img = img.convert("RGB")
-            img.thumbnail((thumb, thumb))
-            ax.imshow(np.asarray(img))
+        ax.imshow(np.asarray(thumbnail(p, thumb)))
         ax.set_title(title, fontsize=7)
         if relevant is not None:
             ax.axis("on")
