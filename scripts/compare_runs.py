@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.errors import UserError, cli_entry  # noqa: E402
+from utils.report.paper_tables import PAPER_TABLES, compare, format_comparison  # noqa: E402
 from utils.rundir import RunDir  # noqa: E402
 
 REQUIRED = ("method", "bit", "map")
@@ -34,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--plot", metavar="FILE.png", default=None,
                    help="also draw every run's precision–recall curve (from OUT/report/pr_curve.json) into one PNG")
     p.add_argument("--digits", type=int, default=4, help="decimals in the table (default 4)")
+    p.add_argument("--paper", choices=sorted(PAPER_TABLES), default=None,
+                   help="also print each run that matches a row of this paper table beside the paper's value, "
+                        "with the difference (utils/report/paper_tables.py)")
     return p.parse_args(argv)
 
 
@@ -140,6 +144,16 @@ def build_tables(runs, mode="paren", digits=4):
     return "\n".join(parts) + "\n", notes
 
 
+def run_config(run_dir):
+    """The run's run.json (its resolved configuration), or None when it has none or it is unreadable."""
+    try:
+        with open(RunDir(run_dir).run_json, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
 def plot_runs(runs, png):
     from utils.report import load_pr_curve
     from utils.report.plots import plot_pr_curves
@@ -171,6 +185,10 @@ def main(argv=None):
     for n in notes:
         print(n, file=sys.stderr)
     print(text, end="", flush=True)
+    if args.paper:
+        table = PAPER_TABLES[args.paper]
+        print("\n" + format_comparison(table, compare(table, [(d, m, run_config(d)) for d, m in runs])), end="",
+              flush=True)
     if args.plot:
         plot_runs(runs, args.plot)
         print(f"\nprecision–recall chart: {args.plot}", flush=True)
