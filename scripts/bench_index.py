@@ -3,6 +3,7 @@ memory, for the embedded backend and Milvus Lite, and the time to add 1% to an i
 
     python scripts/bench_index.py                                  # 1M and 10M embedded, 1M Milvus Lite
     python scripts/bench_index.py --sizes 1000000 --milvus-size 0  # quicker
+    python scripts/bench_index.py --radius 0,1,2,3,4               # radius lookup: scan vs multi-index hashing
 
 Codes are random (the model's encoding is not timed here: scripts/bench_inference.py measures it, and it
 dominates a real build); every item gets a path and a content hash in the catalogue, as a real build
@@ -34,6 +35,10 @@ def parse_args(argv=None):
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--bit", type=int, default=64)
     p.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, deleted)")
+    p.add_argument("--radius", default=None, metavar="R,R,...",
+                   help="instead: time the exact radius lookup (utils/retrieval/radius.py), scan against multi-"
+                        "index hashing and the per-query choice, on uniform and on clustered codes")
+    p.add_argument("--radius-queries", type=int, default=200, help="queries per radius measurement")
     return p.parse_args(argv)
 
 
@@ -88,9 +93,52 @@ def bench(backend, n, args, scratch, rng):
           f"peak RSS +{rss_mb() - rss0:,.0f} MB, disk {info['disk_bytes'] / 2**20:,.0f} MB", flush=True)
 
 
+def clustered_codes(n, bits, rng, centres=100, flip=0.1):
+    """Codes like a trained model's: `centres` random class codes, each bit flipped with probability `flip`."""
+    c = rng.integers(0, 2, (centres, bits), dtype=np.uint8)
+    x = c[rng.integers(0, centres, n)] ^ (rng.random((n, bits)) < flip).astype(np.uint8)
+    return np.packbits(x, axis=1)
+
+
+def bench_radius(n, radii, args, rng):
+    from utils.retrieval.radius import RadiusIndex
+
+    for kind in ("uniform", "clustered"):
+        if kind == "uniform":
+            codes = rng.integers(0, 256, (n, args.bit // 8), dtype=np.uint8)
+        else:
+            codes = clustered_codes(n, args.bit, rng)
+        queries = codes[rng.integers(0, n, args.radius_queries)] ^ (rng.random((args.radius_queries, args.bit // 8))
+                                                                     < 0.02).astype(np.uint8)
+        index = RadiusIndex(codes, args.bit)
+        for r in radii:
+            times, found = {}, None
+            for alg in ("scan", "mih", "auto"):
+                index.search(queries[:2], r, algorithm=alg)  # compile / build the tables
+                t = time.perf_counter()
+                hits = index.search(queries, r, algorithm=alg)
+                times[alg] = time.perf_counter() - t
+                got = [h.indices for h in hits]
+                if found is None:
+                    found = got
+                assert all(np.array_equal(a, b) for a, b in zip(found, got)), "algorithms disagree"
+                if alg == "auto":
+                    share = index.last_algorithm.count("mih") / len(queries)
+            mean = np.mean([len(h) for h in found])
+            q = len(queries)
+            print(f"{kind:>9} {n:>11,} R={r}: {mean:10.1f} results/query | scan {q / times['scan']:>9,.0f} q/s | "
+                  f"mih {q / times['mih']:>9,.0f} q/s ({times['scan'] / times['mih']:6.1f}x scan) | auto "
+                  f"{q / times['auto']:>9,.0f} q/s ({times['scan'] / times['auto']:6.1f}x scan, mih for "
+                  f"{share:.0%} of queries)", flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     rng = np.random.default_rng(0)
+    if args.radius is not None:
+        for n in [int(s) for s in args.sizes.split(",") if s]:
+            bench_radius(n, [int(r) for r in args.radius.split(",")], args, rng)
+        return
     scratch = args.dir or tempfile.mkdtemp(prefix="bench_index.")
     os.makedirs(scratch, exist_ok=True)
     try:

@@ -1,0 +1,232 @@
+"""Radius lookup: every database item within Hamming distance R of a query — hashing's own use — exact,
+ordered by (distance, index), optionally capped.
+
+    index = RadiusIndex(db_codes)                    # packed uint8 or unpacked codes, as everywhere here
+    hits = index.search(query_codes, radius=2, max_results=1000)
+    hits[0].indices, hits[0].distances, hits[0].total, hits[0].capped
+    index.last_algorithm                              # "scan" or "mih" (per query: a list)
+
+Two exact algorithms, chosen per query:
+
+* **scan**: one pass over the database codes (XOR + popcount). Two passes when capped: the first counts
+  items per distance 0..R, which fixes the distance at which the cap falls and how many items of that
+  distance are kept, the second gathers exactly those, so memory is bounded by ``max_results`` whatever
+  the number within R.
+* **mih**: multi-index hashing (Norouzi, Punjani & Fleet, "Fast Search in Hamming Space with Multi-Index
+  Hashing", CVPR 2012 / TPAMI 2014) with m = R + 1 disjoint substrings: by the pigeonhole principle an
+  item within distance R of the query equals it exactly on at least one substring, so the union of the
+  m exact-match buckets holds every answer (more substrings keep that true: m is raised so that none
+  is longer than 64 bits); each candidate is then checked on the whole code. A bucket
+  is a range of a sorted array (`np.searchsorted`), built once per m and kept.
+
+Per query, the m bucket sizes are known before any candidate is read (two binary searches each); when
+their sum exceeds `MIH_MAX_FRACTION` of the database the query is scanned instead. Codes that crowd into
+a few buckets (trained codes often do) therefore never make the lookup slower than a scan. The constant
+was chosen with `scripts/bench_index.py --radius` (see README "Index").
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from utils.retrieval import HAVE_NUMBA, _words, as_packed, numba
+
+MIH_MAX_FRACTION = 0.05  # candidates (as a fraction of the database) above which a query is scanned
+_SCAN_BLOCK = 1 << 16  # database rows per numpy step of the scan (bounded memory)
+
+
+class RadiusHits(NamedTuple):
+    indices: np.ndarray  # int64 database indices, ordered by (distance, index)
+    distances: np.ndarray  # int64, the same order
+    total: int  # how many items are within the radius (before the cap)
+    capped: bool  # True when max_results cut the list
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount_words(x):
+    """Bit counts of a uint64 array (numpy path)."""
+    return _POP8[x.view(np.uint8)].reshape(x.shape + (8,)).sum(-1, dtype=np.int64)
+
+
+def _np_distances(q, dw):
+    """Distances (int64) of one query's words q (W,) to every row of dw (n, W)."""
+    out = np.empty(len(dw), np.int64)
+    for s in range(0, len(dw), _SCAN_BLOCK):
+        out[s:s + _SCAN_BLOCK] = _popcount_words(dw[s:s + _SCAN_BLOCK] ^ q).sum(1)
+    return out
+
+
+if HAVE_NUMBA:
+    from utils.retrieval import _popcount
+
+    @numba.njit(cache=True, nogil=True)
+    def _nb_radius_count(q, dw, radius, counts):
+        """counts[d] = items at distance d, for d <= radius."""
+        counts[:] = 0
+        for j in range(dw.shape[0]):
+            d = 0
+            for w in range(dw.shape[1]):
+                d += _popcount(q[w] ^ dw[j, w])
+            if d <= radius:
+                counts[d] += 1
+
+    @numba.njit(cache=True, nogil=True)
+    def _nb_radius_gather(q, dw, cut, keep_at_cut, out_i, out_d):
+        """Items at distance < cut, and the first `keep_at_cut` (by index) at distance == cut, in index
+        order; returns how many were written."""
+        n, left = 0, keep_at_cut
+        for j in range(dw.shape[0]):
+            d = 0
+            for w in range(dw.shape[1]):
+                d += _popcount(q[w] ^ dw[j, w])
+            if d < cut or (d == cut and left > 0):
+                if d == cut:
+                    left -= 1
+                out_i[n] = j
+                out_d[n] = d
+                n += 1
+        return n
+
+
+def _order(idx, dist):
+    o = np.lexsort((idx, dist))
+    return idx[o], dist[o]
+
+
+def _cap(counts, max_results):
+    """(distance at which the cap falls, items of that distance kept, total) from per-distance counts."""
+    total = int(counts.sum())
+    if max_results is None or total <= max_results:
+        return len(counts) - 1, int(counts[-1]), total
+    before = 0
+    for d, c in enumerate(counts):
+        if before + c >= max_results:
+            return d, int(max_results - before), total
+        before += int(c)
+    raise AssertionError("unreachable")
+
+
+class RadiusIndex:
+    """Exact radius lookup over a fixed database of codes (see the module docstring)."""
+
+    def __init__(self, codes, bits=None, backend="auto"):
+        self._packed, self.bits = as_packed(codes, bits)
+        self._words = _words(self._packed)
+        self._use_numba = HAVE_NUMBA and backend in ("auto", "numba")
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"unknown backend {backend!r}; choose auto, numba or numpy")
+        self._tables = {}  # m -> [(sorted keys, order)] per substring
+        self.last_algorithm = []
+
+    def __len__(self):
+        return len(self._words)
+
+    # -------------------------------------------------------------------------------- substrings
+    def _bounds(self, m):
+        """m contiguous substrings of the `bits` bits, lengths differing by at most one, each <= 64 bits."""
+        edges = np.linspace(0, self.bits, m + 1).round().astype(int)
+        return list(zip(edges[:-1], edges[1:]))
+
+    def _keys(self, packed, m):
+        """(n, m) uint64 substring values of packed codes."""
+        n = len(packed)
+        keys = np.zeros((n, m), np.uint64)
+        step = 1 << 18
+        for s in range(0, n, step):
+            bits = np.unpackbits(packed[s:s + step], axis=1)[:, :self.bits]
+            for t, (a, b) in enumerate(self._bounds(m)):
+                sub = bits[:, a:b]
+                width = b - a
+                pad = np.zeros((len(sub), 64 - width), np.uint8)
+                keys[s:s + step, t] = np.packbits(np.concatenate([pad, sub], 1), axis=1).view(">u8")[:, 0]
+        return keys
+
+    def _table(self, m):
+        if m not in self._tables:
+            keys = self._keys(self._packed, m)
+            tables = []
+            for t in range(m):
+                order = np.argsort(keys[:, t], kind="stable")
+                tables.append((keys[order, t], order))
+            self._tables[m] = tables
+        return self._tables[m]
+
+    # ------------------------------------------------------------------------------------ search
+    def _scan(self, q, radius, max_results):
+        dw = self._words
+        if self._use_numba:
+            counts = np.zeros(radius + 1, np.int64)
+            _nb_radius_count(q, dw, radius, counts)
+            cut, keep, total = _cap(counts, max_results)
+            n_out = int(counts[:cut].sum()) + keep
+            out_i, out_d = np.empty(n_out, np.int64), np.empty(n_out, np.int64)
+            _nb_radius_gather(q, dw, cut, keep, out_i, out_d)
+            idx, dist = _order(out_i, out_d)
+            return RadiusHits(idx, dist, total, total > n_out)
+        d = _np_distances(q, dw)
+        idx = np.flatnonzero(d <= radius)
+        idx, dist = _order(idx, d[idx])
+        total = len(idx)
+        if max_results is not None and total > max_results:
+            return RadiusHits(idx[:max_results], dist[:max_results], total, True)
+        return RadiusHits(idx, dist, total, False)
+
+    def _mih_candidates(self, qkeys, m):
+        """The m buckets' index arrays for one query, or None when their sizes sum past the scan threshold."""
+        spans, size = [], 0
+        for t, (sorted_keys, order) in enumerate(self._table(m)):
+            lo = np.searchsorted(sorted_keys, qkeys[t], "left")
+            hi = np.searchsorted(sorted_keys, qkeys[t], "right")
+            spans.append((order, lo, hi))
+            size += hi - lo
+        if size > MIH_MAX_FRACTION * len(self):
+            return None
+        if not spans:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate([order[lo:hi] for order, lo, hi in spans]))
+
+    def _verify(self, q, cand, radius, max_results):
+        d = _popcount_words(self._words[cand] ^ q).sum(1) if len(cand) else np.empty(0, np.int64)
+        keep = d <= radius
+        idx, dist = _order(cand[keep].astype(np.int64), d[keep])
+        total = len(idx)
+        if max_results is not None and total > max_results:
+            return RadiusHits(idx[:max_results], dist[:max_results], total, True)
+        return RadiusHits(idx, dist, total, False)
+
+    def search(self, query_codes, radius, max_results=None, algorithm="auto"):
+        """[RadiusHits] per query: every item within `radius`, ordered by (distance, index), at most
+        `max_results` of them. `algorithm`: "auto" (per query, see the module docstring), "scan" or "mih"."""
+        radius = int(radius)
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        if max_results is not None and max_results < 1:
+            raise ValueError(f"max_results must be >= 1, got {max_results}")
+        if algorithm not in ("auto", "scan", "mih"):
+            raise ValueError(f"unknown algorithm {algorithm!r}; choose auto, scan or mih")
+        qp, qbits = as_packed(query_codes, self.bits if np.asarray(query_codes).dtype == np.uint8 else None)
+        if qbits != self.bits:
+            raise ValueError(f"query codes have {qbits} bits, the database {self.bits}")
+        qw = _words(qp)
+        radius_eff = min(radius, self.bits)
+        m = max(radius_eff + 1, -(-self.bits // 64))  # >= R + 1 substrings (pigeonhole), each <= 64 bits
+        use_mih = algorithm != "scan" and len(self) > 0 and m <= self.bits
+        qkeys = self._keys(qp, m) if use_mih else None
+        out, self.last_algorithm = [], []
+        for i in range(len(qw)):
+            cand = self._mih_candidates(qkeys[i], m) if use_mih else None
+            if cand is None and algorithm == "mih" and use_mih:  # forced: the union, however large
+                cand = np.arange(len(self))
+            if cand is None:
+                out.append(self._scan(qw[i], radius_eff, max_results))
+                self.last_algorithm.append("scan")
+            else:
+                out.append(self._verify(qw[i], cand, radius_eff, max_results))
+                self.last_algorithm.append("mih")
+        return out
+
+
+def radius_search(query_codes, db_codes, radius, max_results=None, bits=None, algorithm="auto"):
+    """One-shot `RadiusIndex(db_codes, bits).search(query_codes, radius, max_results, algorithm)`."""
+    return RadiusIndex(db_codes, bits).search(query_codes, radius, max_results, algorithm)
