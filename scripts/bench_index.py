@@ -39,6 +39,9 @@ def parse_args(argv=None):
                    help="instead: time the exact radius lookup (utils/retrieval/radius.py), scan against multi-"
                         "index hashing and the per-query choice, on uniform and on clustered codes")
     p.add_argument("--radius-queries", type=int, default=200, help="queries per radius measurement")
+    p.add_argument("--radius-crossover", action="store_true",
+                   help="instead: on crowded codes, print the share of the database that multi-index hashing "
+                        "must check beside its time against the scan (how MIH_MAX_FRACTION was chosen)")
     return p.parse_args(argv)
 
 
@@ -132,9 +135,36 @@ def bench_radius(n, radii, args, rng):
                   f"{share:.0%} of queries)", flush=True)
 
 
+def radius_crossover(n, args, rng):
+    from utils.retrieval.radius import RadiusIndex
+
+    for centres in (20, 100, 1000):
+        for flip in (0.01, 0.03):
+            codes = clustered_codes(n, args.bit, rng, centres, flip)
+            index = RadiusIndex(codes, args.bit)
+            queries = codes[rng.integers(0, n, 50)]
+            for r in (1, 2, 3):
+                times = {}
+                for alg in ("scan", "mih"):
+                    index.search(queries[:2], r, algorithm=alg)
+                    t = time.perf_counter()
+                    index.search(queries, r, algorithm=alg)
+                    times[alg] = (time.perf_counter() - t) / len(queries)
+                m = max(r + 1, -(-args.bit // 64))
+                keys = index._keys(queries, m)
+                share = np.mean([np.subtract(*index._buckets(keys[i], m, limit=None)[::-1]).sum() / n
+                                 for i in range(len(queries))])
+                print(f"{centres:5d} centres, flip {flip:.2f}, R={r}: MIH checks {share:7.2%} of {n:,} | scan "
+                      f"{times['scan'] * 1e3:6.2f} ms | mih {times['mih'] * 1e3:6.2f} ms | mih/scan "
+                      f"{times['mih'] / times['scan']:5.2f}", flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     rng = np.random.default_rng(0)
+    if args.radius_crossover:
+        radius_crossover(int(args.sizes.split(",")[0]), args, rng)
+        return
     if args.radius is not None:
         for n in [int(s) for s in args.sizes.split(",") if s]:
             bench_radius(n, [int(r) for r in args.radius.split(",")], args, rng)

@@ -21,8 +21,11 @@ Two exact algorithms, chosen per query:
 
 Per query, the m bucket sizes are known before any candidate is read (two binary searches each); when
 their sum exceeds `MIH_MAX_FRACTION` of the database the query is scanned instead. Codes that crowd into
-a few buckets (trained codes often do) therefore never make the lookup slower than a scan. The constant
-was chosen with `scripts/bench_index.py --radius` (see README "Index").
+a few buckets (trained codes often do) therefore do not make the lookup much slower than a scan. The
+constant is the measured crossover: `python scripts/bench_index.py --radius-crossover` times both
+algorithms on crowded codes of 1M items and prints the candidate fraction beside the time ratio (on this
+2-core machine MIH with the numba check took 0.01-0.3 of the scan's time up to about 5% of the database,
+0.6-0.9 near 8-10%, and about as long (0.95) at 15%).
 """
 from typing import NamedTuple
 
@@ -30,7 +33,7 @@ import numpy as np
 
 from utils.retrieval import HAVE_NUMBA, _words, as_packed, numba
 
-MIH_MAX_FRACTION = 0.05  # candidates (as a fraction of the database) above which a query is scanned
+MIH_MAX_FRACTION = 0.1  # candidates (as a fraction of the database) above which a query is scanned
 _SCAN_BLOCK = 1 << 16  # database rows per numpy step of the scan (bounded memory)
 
 
@@ -89,6 +92,38 @@ if HAVE_NUMBA:
         return n
 
 
+    @numba.njit(cache=True, nogil=True)
+    def _nb_mih_verify(q, dw, orders, lo, hi, masks, radius, out_i, out_d):
+        """Candidates of the m buckets orders[t, lo[t]:hi[t]] checked on the whole code. An item in several
+        buckets is counted in the first only: it is skipped in bucket t when it also equals the query on an
+        earlier substring (a mask test on q ^ x, no set needed). Returns how many were written."""
+        n_words = dw.shape[1]
+        n = 0
+        for t in range(orders.shape[0]):
+            for p in range(lo[t], hi[t]):
+                j = orders[t, p]
+                dup = False
+                for u in range(t):
+                    zero = True
+                    for w in range(n_words):
+                        if (q[w] ^ dw[j, w]) & masks[u, w]:
+                            zero = False
+                            break
+                    if zero:
+                        dup = True
+                        break
+                if dup:
+                    continue
+                d = 0
+                for w in range(n_words):
+                    d += _popcount(q[w] ^ dw[j, w])
+                if d <= radius:
+                    out_i[n] = j
+                    out_d[n] = d
+                    n += 1
+        return n
+
+
 def _order(idx, dist):
     o = np.lexsort((idx, dist))
     return idx[o], dist[o]
@@ -142,14 +177,24 @@ class RadiusIndex:
                 keys[s:s + step, t] = np.packbits(np.concatenate([pad, sub], 1), axis=1).view(">u8")[:, 0]
         return keys
 
+    def _masks(self, m):
+        """(m, W) uint64: substring t's bits as a mask over the code's words (for the duplicate test)."""
+        masks = np.zeros((m, self._words.shape[1] * 64), np.uint8)
+        for t, (a, b) in enumerate(self._bounds(m)):
+            masks[t, a:b] = 1
+        return np.packbits(masks, axis=1).view(np.uint64)
+
     def _table(self, m):
+        """(sorted keys (m, n) uint64, orders (m, n) int32/int64, masks (m, W)) for m substrings."""
         if m not in self._tables:
             keys = self._keys(self._packed, m)
-            tables = []
+            n = len(keys)
+            orders = np.empty((m, n), np.int32 if n < 2**31 else np.int64)
+            sorted_keys = np.empty((m, n), np.uint64)
             for t in range(m):
-                order = np.argsort(keys[:, t], kind="stable")
-                tables.append((keys[order, t], order))
-            self._tables[m] = tables
+                orders[t] = np.argsort(keys[:, t], kind="stable")
+                sorted_keys[t] = keys[orders[t], t]
+            self._tables[m] = (sorted_keys, orders, self._masks(m))
         return self._tables[m]
 
     # ------------------------------------------------------------------------------------ search
@@ -172,24 +217,27 @@ class RadiusIndex:
             return RadiusHits(idx[:max_results], dist[:max_results], total, True)
         return RadiusHits(idx, dist, total, False)
 
-    def _mih_candidates(self, qkeys, m):
-        """The m buckets' index arrays for one query, or None when their sizes sum past the scan threshold."""
-        spans, size = [], 0
-        for t, (sorted_keys, order) in enumerate(self._table(m)):
-            lo = np.searchsorted(sorted_keys, qkeys[t], "left")
-            hi = np.searchsorted(sorted_keys, qkeys[t], "right")
-            spans.append((order, lo, hi))
-            size += hi - lo
-        if size > MIH_MAX_FRACTION * len(self):
-            return None
-        if not spans:
-            return np.empty(0, np.int64)
-        return np.unique(np.concatenate([order[lo:hi] for order, lo, hi in spans]))
+    def _buckets(self, qkeys, m, limit=MIH_MAX_FRACTION):
+        """The m buckets of one query ((lo, hi) per substring), or None when their sizes sum past the scan
+        threshold."""
+        sorted_keys, _, _ = self._table(m)
+        lo = np.array([np.searchsorted(sorted_keys[t], qkeys[t], "left") for t in range(m)], np.int64)
+        hi = np.array([np.searchsorted(sorted_keys[t], qkeys[t], "right") for t in range(m)], np.int64)
+        return None if limit is not None and (hi - lo).sum() > limit * len(self) else (lo, hi)
 
-    def _verify(self, q, cand, radius, max_results):
-        d = _popcount_words(self._words[cand] ^ q).sum(1) if len(cand) else np.empty(0, np.int64)
-        keep = d <= radius
-        idx, dist = _order(cand[keep].astype(np.int64), d[keep])
+    def _verify(self, q, buckets, m, radius, max_results):
+        lo, hi = buckets
+        _, orders, masks = self._table(m)
+        if self._use_numba:
+            size = int((hi - lo).sum())
+            out_i, out_d = np.empty(size, np.int64), np.empty(size, np.int64)
+            n = _nb_mih_verify(q, self._words, orders, lo, hi, masks, radius, out_i, out_d)
+            idx, dist = _order(out_i[:n], out_d[:n])
+        else:
+            cand = np.unique(np.concatenate([orders[t, lo[t]:hi[t]] for t in range(m)])).astype(np.int64)
+            d = _popcount_words(self._words[cand] ^ q).sum(1)
+            keep = d <= radius
+            idx, dist = _order(cand[keep], d[keep])
         total = len(idx)
         if max_results is not None and total > max_results:
             return RadiusHits(idx[:max_results], dist[:max_results], total, True)
@@ -215,14 +263,14 @@ class RadiusIndex:
         qkeys = self._keys(qp, m) if use_mih else None
         out, self.last_algorithm = [], []
         for i in range(len(qw)):
-            cand = self._mih_candidates(qkeys[i], m) if use_mih else None
-            if cand is None and algorithm == "mih" and use_mih:  # forced: the union, however large
-                cand = np.arange(len(self))
-            if cand is None:
+            buckets = self._buckets(qkeys[i], m) if use_mih else None
+            if buckets is None and algorithm == "mih" and use_mih:  # forced: the buckets, however large
+                buckets = self._buckets(qkeys[i], m, limit=None)
+            if buckets is None:
                 out.append(self._scan(qw[i], radius_eff, max_results))
                 self.last_algorithm.append("scan")
             else:
-                out.append(self._verify(qw[i], cand, radius_eff, max_results))
+                out.append(self._verify(qw[i], buckets, m, radius_eff, max_results))
                 self.last_algorithm.append("mih")
         return out
 
