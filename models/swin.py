@@ -44,10 +44,14 @@ def _roll(x, shift, axis):
 
 
 def _pad_hw(x, pad_b, pad_r):
-    """Zero-pad a [B, H, W, C] map at the bottom (H) and right (W), as torchvision's F.pad(x, (0, 0, 0, r, 0, b))."""
-    if pad_b == 0 and pad_r == 0:
-        return x
-    return F.pad(x, [0, pad_r, 0, pad_b], data_format="NHWC")
+    """Zero-pad a [B, H, W, C] map at the bottom (H) and right (W), as torchvision's F.pad(x, (0, 0, 0, r, 0, b)).
+    Written as a concat of zeros: Paddle Inference's oneDNN pad kernel corrupts memory on this graph
+    (Paddle 3.3.1, CPU)."""
+    if pad_b:
+        x = paddle.concat([x, paddle.tile(paddle.zeros_like(x[:, :1]), [1, pad_b, 1, 1])], axis=1)
+    if pad_r:
+        x = paddle.concat([x, paddle.tile(paddle.zeros_like(x[:, :, :1]), [1, 1, pad_r, 1])], axis=2)
+    return x
 
 
 def relative_position_index(window_size):
@@ -119,7 +123,8 @@ class ShiftedWindowAttention(nn.Layer):
             x = _roll(_roll(x, -shift[0], 1), -shift[1], 2)
         num_windows = (pad_h // wh) * (pad_w // ww)
         n, heads = wh * ww, self.num_heads
-        x = x.reshape([-1, pad_h // wh, wh, pad_w // ww, ww, c]).transpose([0, 1, 3, 2, 4, 5]).reshape([-1, n, c])
+        x = x.reshape([-1, pad_h // wh, wh, pad_w // ww, ww, c]).transpose([0, 1, 3, 2, 4, 5])
+        x = paddle.flatten(paddle.flatten(x, 3, 4), 0, 2)  # [B·nW, Wh·Ww, C]
         qkv = self.qkv(x).reshape([-1, n, 3, heads, c // heads]).transpose([2, 0, 3, 1, 4])
         q, k, v = qkv[0], qkv[1], qkv[2]
         q = q * (c // heads) ** -0.5
@@ -234,7 +239,7 @@ class SwinTransformer(nn.Layer):
 
     def forward(self, x):
         x = self.norm(self.features(x))  # [B, H, W, C]
-        return x.transpose([0, 3, 1, 2]).mean(axis=[2, 3])  # permute → AdaptiveAvgPool2d(1) → flatten
+        return x.mean(axis=[1, 2])  # permute → AdaptiveAvgPool2d(1) → flatten: the mean over H and W
 
 
 def swin_t(stochastic_depth_prob=0.2):
