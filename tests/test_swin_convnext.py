@@ -132,6 +132,27 @@ def test_stochastic_depth_rows_and_eval():
     assert 16 <= (per_row == 2.0).sum() <= 48
 
 
+@pytest.mark.parametrize("kind", ["swin", "convnext"])
+def test_train_mode_differs_only_by_drop_path(kind):
+    """In training, without drop path the features are eval's (no other train-only behaviour); with it
+    they change."""
+    x = np.load(os.path.join(FIX, "inputs_32.npy"))
+    net = TINY[kind]()
+    load_backbone_weights(net, os.path.join(FIX, FILE[kind] + ".pth"), name=ARCH[kind])
+    ref = features(net, x)
+    for sd in net.sublayers():
+        if isinstance(sd, StochasticDepth):
+            sd.p = 0.0
+    net.train()
+    with paddle.no_grad():
+        np.testing.assert_allclose(net(paddle.to_tensor(x)).numpy(), ref, rtol=1e-6, atol=1e-6)
+        for sd in net.sublayers():
+            if isinstance(sd, StochasticDepth):
+                sd.p = 0.5
+        paddle.seed(1)
+        assert rel_err(net(paddle.to_tensor(x)).numpy(), ref) > 1e-3
+
+
 @pytest.mark.parametrize("arch,rate,blocks", [("swin_t", 0.2, 12), ("convnext_tiny", 0.1, 18)])
 def test_drop_path_rates_as_torchvision_builders(arch, rate, blocks):
     net = build_backbone(arch)
