@@ -9,6 +9,8 @@ is dropped: the hash head takes its place.
 import paddle
 import paddle.nn as nn
 
+from models.convnext import convnext_tiny
+from models.swin import swin_t
 from utils.errors import UserError
 
 
@@ -95,6 +97,8 @@ BACKBONES = {
     "resnet34": lambda: ResNet(34),
     "resnet50": lambda: ResNet(50),
     "resnet101": lambda: ResNet(101),
+    "swin_t": swin_t,
+    "convnext_tiny": convnext_tiny,
 }
 
 

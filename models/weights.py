@@ -448,6 +448,9 @@ def layouts_for(name):
                        scale={"classifier.1": 0.5, "classifier.4": 0.5})]
     if name == "vgg16":
         return [Layout(_TV_PV, _identity(drop=("classifier.6",)))]
+    if name in ("swin_t", "convnext_tiny"):
+        from models.swin_convnext_weights import layouts
+        return layouts(name)
     if name.startswith("resnet"):
         depth = int(name[len("resnet"):])
         return [Layout(_TV_PV, _identity("net.", drop=("fc",))),
