@@ -36,6 +36,7 @@ from utils.safe_pickle import load as safe_load
 
 FORMAT = "paddle-deephash-checkpoint"
 VERSION = 1
+TORCH_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c  # the first pickle of torch.save's pre-zip format
 
 
 def _to_numpy(t):
@@ -160,10 +161,12 @@ def read_checkpoint_file(path, flag="--pretrained"):
     except RefusedGlobal as exc:
         raise UserError(f"{flag} {path}: {refusal(exc)}; a checkpoint of this project never names it: {hint}")
     except BadPickle as exc:
-        raise UserError(f"{flag} {path}: not a readable checkpoint ({exc}); is the file complete and "
-                        "written by this project?")
+        raise UserError(f"{flag} {path}: not a readable checkpoint ({exc}); {hint}")
     except OSError as exc:
         raise UserError(f"{flag} {path}: cannot read it ({exc.strerror or exc})")
+    if isinstance(obj, int) and obj == TORCH_LEGACY_MAGIC:
+        raise UserError(f"{flag} {path}: a torch.save file (its legacy format), not a checkpoint of this project; "
+                        f"{hint} (ImageNet weights go to --backbone-weights)")
     return _tensors_as_arrays(obj)
 
 

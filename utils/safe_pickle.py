@@ -54,6 +54,9 @@ class BadPickle(pickle.UnpicklingError):
     """The file is not a complete, well-formed pickle of allowed data (truncated, corrupt, wrong shape)."""
 
 
+TRUNCATED = "the pickle ends early: the file is truncated"
+
+
 # ----------------------------------------------------------------------------------------- frozen
 class _Frozen:
     """Base of what find_class hands out: no __dict__ and no attribute assignment, so a BUILD opcode
@@ -304,9 +307,11 @@ def load(file, storages=None, encoding="latin1"):
     except pickle.UnpicklingError as exc:
         if isinstance(exc, BadPickle):
             raise
+        if "truncated" in str(exc):
+            raise BadPickle(TRUNCATED) from None
         raise BadPickle(str(exc) or "malformed pickle") from None
     except EOFError:
-        raise BadPickle("the file ends in the middle of the pickle (truncated?)") from None
+        raise BadPickle(TRUNCATED) from None
     except RecursionError:
         raise BadPickle("nested too deeply") from None
     except MemoryError:
