@@ -323,3 +323,56 @@ def test_previous_release_checkpoint_evaluates_resumes_exports_predicts(old_chec
     img = os.path.join(lite_single["root"], first)
     pred = run_cli(["predict.py", "--save_path", old_checkpoint, "--img", img, *db, "--topk", 3])
     assert "----- Predicted Hamm_min:" in pred.stdout and "----- Found Matched Pic:" in pred.stdout
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam_step_decay", "rmsprop_paddle", "rmsprop_pytorch"])
+def test_optimizer_state_read_as_data_resumes_exactly(name, tmp_path):
+    """Two steps, save (paddle.save), read through the allow-list reader into a fresh model and optimizer,
+    two more steps: the weights equal four uninterrupted steps, bit for bit."""
+    import paddle
+
+    from models.checkpoint import read_checkpoint_file
+    from utils.train.optim import rmsprop
+
+    def build():
+        paddle.seed(5)
+        net = paddle.nn.Sequential(paddle.nn.Linear(4, 3), paddle.nn.Tanh(), paddle.nn.Linear(3, 2))
+        params = net.parameters()
+        if name == "sgd_momentum":
+            opt = paddle.optimizer.Momentum(learning_rate=0.1, momentum=0.9, parameters=params)
+        elif name == "adam_step_decay":
+            opt = paddle.optimizer.Adam(learning_rate=paddle.optimizer.lr.StepDecay(0.05, step_size=1, gamma=0.5),
+                                        parameters=params)
+        else:
+            opt = rmsprop(name.split("_")[1], 0.01, params, 0.0)
+        return net, opt
+
+    x = paddle.to_tensor(np.linspace(-1, 1, 20, dtype=np.float32).reshape(5, 4))
+
+    def steps(net, opt, n):
+        for _ in range(n):
+            (net(x) ** 2).sum().backward()
+            opt.step()
+            opt.clear_grad()
+            if isinstance(opt._learning_rate, paddle.optimizer.lr.LRScheduler):
+                opt._learning_rate.step()
+
+    fresh = paddle.utils.unique_name.guard  # names as in a new process (optimizer state is keyed by them)
+    with fresh():
+        net, opt = build()
+        steps(net, opt, 4)
+        expected = {k: v.numpy() for k, v in net.state_dict().items()}
+    with fresh():
+        net, opt = build()
+        steps(net, opt, 2)
+        path = str(tmp_path / "state.pdparams")
+        paddle.save({"model": net.state_dict(), "optimizer": opt.state_dict()}, path)
+    state = read_checkpoint_file(path)
+    assert all(isinstance(v, np.ndarray) for k, v in state["optimizer"].items() if k != "LR_Scheduler")
+    with fresh():
+        net, opt = build()
+        net.set_state_dict(state["model"])
+        opt.set_state_dict(state["optimizer"])
+        steps(net, opt, 2)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), expected[k], err_msg=k)
