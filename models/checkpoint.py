@@ -120,9 +120,10 @@ def load_checkpoint(path, flag="--pretrained"):
                         f"pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py")
     version = ckpt.get("version", 0)
     if not isinstance(version, int) or not isinstance(ckpt.get("model"), dict) or \
-            not isinstance(ckpt.get("cfg", {}), dict) or not isinstance(ckpt.get("epoch", 0), int):
-        raise UserError(f"{flag} {path}: has the '{FORMAT}' header but not its layout (version, cfg, model, "
-                        f"epoch); pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py")
+            not isinstance(ckpt.get("cfg", {}), dict) or not isinstance(ckpt.get("epoch", 0), int) or \
+            not all(isinstance(v, np.ndarray) for v in ckpt["model"].values()):
+        raise UserError(f"{flag} {path}: has the '{FORMAT}' header but not its layout (version, cfg, model "
+                        f"arrays, epoch); pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py")
     if version > VERSION:
         raise UserError(f"{flag} {path}: checkpoint version {ckpt['version']} is newer than this code "
                         f"understands ({VERSION}); update the project")
