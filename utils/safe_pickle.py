@@ -21,10 +21,14 @@ called. The answers are our own functions, which build plain data:
 - Paddle's RNG state `paddle.base.libpaddle.GeneratorState` (also its older `paddle.fluid` spelling):
   an inert `GeneratorStateData` holding the numbers `__getstate__` gave, which `models/checkpoint.py`
   turns back into a real GeneratorState (its only constructor that takes no code: `__setstate__` of
-  that tuple);
+  that tuple); `utils.safe_pickle._generator_state_from` is how a GeneratorStateData pickles itself;
 - torch's tensor and storage rebuilders (`torch._utils._rebuild_tensor(_v2)`, `_rebuild_parameter`,
   `torch.FloatStorage` ...): numpy twins that build strided views of a storage array; torch itself is
   never imported.
+
+What find_class hands out cannot be changed by a `BUILD` aimed at it (no `__dict__`, no attribute
+assignment), so one file cannot tamper with the allow-list for the next; `check_plain` then walks the
+result and accepts only containers, scalars, non-object arrays and GeneratorStateData.
 
 That is everything `paddle.save` writes for this project's checkpoints (weights, optimizer state incl.
 Adam/RMSProp moments and SGD velocity, `LR_Scheduler`, loss state, AMP scaler state, Paddle's, numpy's
