@@ -2,11 +2,26 @@
 resume exactly (configuration, codebook (inside the weights), optimizer, loss state such as HashNet's
 memory bank, epoch and step, best mAP, random states). Written atomically.
 
-Checkpoints are pickle-based (`paddle.save`): load only files you trust.
+Writing: `paddle.save` (a pickle), as before. Reading: never `paddle.load` (a plain `pickle.load`, which
+runs whatever a `__reduce__` in the file names), but `utils.safe_pickle`, whose allow-list builds only
+plain data: containers, numbers, strings, non-object numpy arrays, and Paddle's RNG `GeneratorState` as
+inert numbers. A file naming any other global (`os.system`, `builtins.eval`, a class) is refused with a
+one-line error before anything from it runs; a torch zip, a truncated file and a dict without this
+project's header are one-line errors too (tests/test_trust.py hands each to every entry point).
+Tensors come back as numpy arrays, exactly the values `paddle.load` gave (it rebuilds the same
+`(name, array)` tuples into Tensors); `restore_rng` rebuilds the real GeneratorState from its numbers.
+
+Why keep `paddle.save` rather than a code-free format (npz + JSON, safetensors): the reader must accept
+the pickles every earlier release wrote anyway, so a second format would add a writer and a reader
+without removing the pickle reader; with the allow-list reader the pickle is data, not code; and the
+files stay what Paddle users expect (`paddle.load(best.pdparams)["model"]` works in their own code, on
+files they made). tests/fixtures/old_release/ holds a checkpoint written by the previous release's own
+`save_checkpoint`; tests/test_trust.py evaluates, resumes, exports and predicts from it.
 """
 import hashlib
 import os
 import random
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,9 +31,12 @@ from models.methods import fill_legacy
 from utils.errors import UserError
 from utils.fileio import atomic_path
 from utils.rundir import RunDir
+from utils.safe_pickle import BadPickle, GeneratorStateData, RefusedGlobal, refusal
+from utils.safe_pickle import load as safe_load
 
 FORMAT = "paddle-deephash-checkpoint"
 VERSION = 1
+TORCH_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c  # the first pickle of torch.save's pre-zip format
 
 
 def _to_numpy(t):
@@ -96,15 +114,17 @@ def load_checkpoint(path, flag="--pretrained"):
     if not os.path.isfile(path):
         raise UserError(f"{flag} {path}: file not found; train a model first (main_single_gpu.py) "
                         f"or point to its {RunDir.BEST} / {RunDir.LAST}")
-    try:
-        ckpt = paddle.load(path)
-    except Exception as exc:
-        raise UserError(f"{flag} {path}: not a readable checkpoint ({type(exc).__name__}); "
-                        "is the file complete and written by this project?")
+    ckpt = read_checkpoint_file(path, flag)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{flag} {path}: not a checkpoint of this project (no '{FORMAT}' header); "
                         f"pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py")
-    if ckpt.get("version", 0) > VERSION:
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or not isinstance(ckpt.get("model"), dict) or \
+            not isinstance(ckpt.get("cfg", {}), dict) or not isinstance(ckpt.get("epoch", 0), int) or \
+            not all(isinstance(v, np.ndarray) for v in ckpt["model"].values()):
+        raise UserError(f"{flag} {path}: has the '{FORMAT}' header but not its layout (version, cfg, model "
+                        f"arrays, epoch); pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py")
+    if version > VERSION:
         raise UserError(f"{flag} {path}: checkpoint version {ckpt['version']} is newer than this code "
                         f"understands ({VERSION}); update the project")
     bad = nonfinite_tensors(ckpt.get("model", {}))
@@ -113,6 +133,42 @@ def load_checkpoint(path, flag="--pretrained"):
                         "wrote it diverged — use an earlier checkpoint or train again with a lower -lr")
     ckpt["cfg"] = fill_legacy(ckpt.get("cfg", {}))
     return ckpt
+
+
+def _tensors_as_arrays(obj):
+    """What paddle.load does to a loaded pickle, with numpy arrays for its Tensors: a `(name, array)` tuple
+    (how Paddle pickles a Tensor) inside a dict or list becomes the array. Tuples are not entered (numpy's
+    and Python's random states are tuples)."""
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray):
+        return obj[1]
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _tensors_as_arrays(obj[key])
+    elif isinstance(obj, list):
+        obj[:] = [_tensors_as_arrays(v) for v in obj]
+    return obj
+
+
+def read_checkpoint_file(path, flag="--pretrained"):
+    """The object a checkpoint file holds, read through the allow-list unpickler (nothing in the file
+    runs); UserError (one line) for a refused global, a zip archive, a truncated or corrupt file."""
+    hint = f"pass a {RunDir.BEST} / {RunDir.LAST} written by main_single_gpu.py"
+    try:
+        if zipfile.is_zipfile(path):
+            raise UserError(f"{flag} {path}: a zip archive (torch.save's format?), not a checkpoint of this project; "
+                            f"{hint} (ImageNet weights go to --backbone-weights)")
+        with open(path, "rb") as f:
+            obj = safe_load(f)
+    except RefusedGlobal as exc:
+        raise UserError(f"{flag} {path}: {refusal(exc)}; a checkpoint of this project never names it: {hint}")
+    except BadPickle as exc:
+        raise UserError(f"{flag} {path}: not a readable checkpoint ({exc}); {hint}")
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot read it ({exc.strerror or exc})")
+    if isinstance(obj, int) and obj == TORCH_LEGACY_MAGIC:
+        raise UserError(f"{flag} {path}: a torch.save file (its legacy format), not a checkpoint of this project; "
+                        f"{hint} (ImageNet weights go to --backbone-weights)")
+    return _tensors_as_arrays(obj)
 
 
 def nonfinite_tensors(state):
@@ -125,9 +181,24 @@ def nonfinite_tensors(state):
     return bad
 
 
+def paddle_generator_states(states):
+    """Paddle's RNG states (what paddle.get_rng_state returned) from a checkpoint read as data: each
+    GeneratorStateData becomes a real GeneratorState, built the way unpickling builds it (an empty
+    instance given its `__getstate__` numbers), with no code from the file."""
+    cls = type(paddle.get_rng_state()[0])
+    out = []
+    for s in states:
+        if isinstance(s, GeneratorStateData):
+            g = cls.__new__(cls)
+            g.__setstate__(s.state)
+            s = g
+        out.append(s)
+    return out
+
+
 def restore_rng(ckpt):
     rng = ckpt.get("rng")
     if rng:
-        paddle.set_rng_state(rng["paddle"])
+        paddle.set_rng_state(paddle_generator_states(rng["paddle"]))
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])

@@ -99,14 +99,18 @@ def load_codebook_file(path, num_classes, bits, flag="--codebook"):
     """A (num_classes, bits) ±1 float32 codebook from a .npy or a torch.save'd tensor (.pkl/.pt/.pth)."""
     if not os.path.isfile(path):
         raise UserError(f"{flag} {path}: file not found; give N, B, O, H or a .npy/.pkl file of ±1 rows")
+    from utils.safe_pickle import RefusedGlobal, refusal
+
     try:
         if path.lower().endswith(".npy"):
             arr = np.load(path, allow_pickle=False)
         else:
             from models.weights import load_torch_object
 
-            arr = load_torch_object(path)
+            arr = load_torch_object(path)  # through utils.safe_pickle: nothing in the file runs
         arr = np.asarray(arr, dtype=np.float64)
+    except RefusedGlobal as exc:
+        raise UserError(f"{flag} {path}: {refusal(exc)}; a codebook is a tensor or array of ±1 rows")
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise UserError(f"{flag} {path}: not a readable codebook ({type(exc).__name__}: {exc}); expected a .npy "
                         "array or a torch.save'd tensor of ±1 rows")

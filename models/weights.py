@@ -11,7 +11,8 @@ Two steps, each a function of its own:
      pickle format (what torchvision's older files such as `alexnet-owt-7be5be79.pth` use);
    - `.safetensors` (the `safetensors` package's numpy API);
    - Paddle `.pdparams` (a pickle of numpy arrays; also this project's checkpoints).
-   Every pickle goes through `RestrictedUnpickler`: a global outside a short allow-list (tensor and
+   Every pickle goes through `utils.safe_pickle` (the one restricted unpickler of the project, also
+   behind checkpoints, codebooks and CIFAR batches): a global outside its allow-list (tensor and
    storage rebuilders, numpy arrays, OrderedDict) is refused before anything from the file runs, so a
    `.pth` or `.pdparams` from the internet cannot execute code. The tensor rebuilders are our own
    functions that build numpy arrays; nothing of torch is imported.
@@ -37,7 +38,6 @@ Layouts followed (names read from the libraries' model definitions): the modules
 `short`; its ResNet18/34 add a shortcut conv to the first block that torchvision's lack, and its "vd"
 variants have a three-conv stem, so both are refused with a message).
 """
-import collections
 import io
 import json
 import os
@@ -50,6 +50,8 @@ import numpy as np
 import paddle.nn as nn
 
 from utils.errors import UserError
+from utils.safe_pickle import BF16, BadPickle, RefusedGlobal, RestrictedUnpickler, TorchStorage, refusal
+from utils.safe_pickle import load as safe_load
 
 HOW_TO_GET = ("Nothing is downloaded at run time: download ImageNet weights for this backbone on a machine "
               "with internet (torchvision .pth, Paddle/PaddleClas .pdparams or .safetensors; README "
@@ -69,123 +71,13 @@ class WeightsFile:
     extra: dict = field(default_factory=dict)
 
 
-class _Storage:
-    """A torch storage type in a pickle (`torch.FloatStorage`, ...): carries the numpy dtype only."""
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-
-    def __call__(self, *args, **kwargs):  # never construct anything from the file
-        raise pickle.UnpicklingError("a torch storage type was called directly")
+_Storage = TorchStorage  # the names this module had before utils/safe_pickle.py held them
+_BF16 = BF16
 
 
-_BF16 = "bfloat16"
-_STORAGES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": _BF16, "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_, "UntypedStorage": np.uint8,
-}
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    """numpy twin of torch._utils._rebuild_tensor(_v2): a strided view of `storage`."""
-    if not isinstance(storage, np.ndarray):
-        raise pickle.UnpicklingError("tensor without storage")
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride) or storage_offset < 0 or any(s < 0 for s in size + stride):
-        raise pickle.UnpicklingError(f"bad tensor geometry size={size} stride={stride}")
-    if 0 in size:
-        return np.zeros(size, dtype=storage.dtype)
-    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= len(storage):
-        raise pickle.UnpicklingError(f"tensor of size {size} reaches past its storage of {len(storage)} elements")
-    base = storage[storage_offset:]
-    item = storage.itemsize
-    # a view: in the legacy format the storage bytes follow the object pickle; read_weights copies
-    return np.lib.stride_tricks.as_strided(base, size, [s * item for s in stride], writeable=False)
-
-
-def _rebuild_parameter(data, *_ignored):
-    return data
-
-
-def _numpy_reconstruct(subtype, shape, dtype):
-    """numpy.core.multiarray._reconstruct, limited to plain ndarrays (the state is set by BUILD)."""
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError("only plain numpy arrays may be rebuilt")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
-
-
-def _numpy_dtype(spec, align=False, copy=False):
-    dtype = np.dtype(spec)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("numpy object arrays are not weights")
-    return dtype
-
-
-def _numpy_scalar(dtype, data=None):
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("numpy object scalars are not weights")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-def _latin1_encode(text, encoding="latin1"):
-    """_codecs.encode as numpy's protocol-2 pickles use it (str → bytes); nothing else."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode used for something other than array bytes")
-    return text.encode("latin1")
-
-
-class _Opaque:
-    """Inert stand-in for objects a weights file may carry but we never use (Paddle's RNG state in this
-    project's checkpoints): it stores what it is given and runs nothing."""
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
-
-
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "tuple"): tuple,
-    ("_codecs", "encode"): _latin1_encode,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("paddle.base.libpaddle", "GeneratorState"): _Opaque,
-    ("paddle.fluid.libpaddle", "GeneratorState"): _Opaque,
-}
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _SAFE_GLOBALS[(_mod, "_reconstruct")] = _numpy_reconstruct
-    _SAFE_GLOBALS[(_mod, "scalar")] = _numpy_scalar
-_SAFE_GLOBALS[("numpy", "ndarray")] = np.ndarray
-_SAFE_GLOBALS[("numpy", "dtype")] = _numpy_dtype
-for _name, _dtype in _STORAGES.items():
-    _SAFE_GLOBALS[("torch", _name)] = _Storage(_dtype)
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only `_SAFE_GLOBALS` (our own numpy builders); any other global, such
-    as `os.system` in a `__reduce__`, raises before it could run. `storages` resolves torch's
-    persistent ids ('storage', type, key, ...) to numpy arrays."""
-
-    def __init__(self, file, storages=None):
-        super().__init__(file, encoding="latin1")
-        self._storages = storages
-
-    def find_class(self, module, name):
-        try:
-            return _SAFE_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refused global '{module}.{name}'") from None
-
-    def persistent_load(self, pid):
-        if self._storages is None or not isinstance(pid, tuple) or not pid or pid[0] not in ("storage", b"storage"):
-            raise pickle.UnpicklingError(f"unexpected persistent id {str(pid)[:60]}")
-        return self._storages(pid)
+def _short(exc, limit=150):
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _as_dtype(raw, dtype, byteorder):
@@ -216,7 +108,7 @@ def _load_torch_zip(path):
                 cache[key] = _as_dtype(zf.read(f"{prefix}data/{key}"), stype.dtype, order)
             return cache[key]
 
-        return RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storage).load()
+        return safe_load(io.BytesIO(zf.read(pkl[0])), storage)
 
 
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
@@ -226,13 +118,13 @@ def _load_torch_legacy(path):
     """torch.save's pre-1.6 format: magic, protocol, sys_info, the object, the storage keys, then each
     storage's bytes as (int64 element count, raw data)."""
     with open(path, "rb") as f:
-        magic = RestrictedUnpickler(f).load()
+        magic = safe_load(f)
         if magic != _LEGACY_MAGIC:
             if isinstance(magic, dict):  # a plain pickled dict (pickle.dump of numpy arrays)
                 return magic
             raise pickle.UnpicklingError("not a torch.save file (bad magic number)")
-        RestrictedUnpickler(f).load()  # protocol version
-        sys_info = RestrictedUnpickler(f).load()
+        safe_load(f)  # protocol version
+        sys_info = safe_load(f)
         order = "<" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else ">"
         pending = {}  # root key → (dtype, [(array holder)])
 
@@ -251,8 +143,8 @@ def _load_torch_legacy(path):
                 return arr[int(offset):int(offset) + int(view_size)]
             return arr
 
-        obj = RestrictedUnpickler(f, storage).load()
-        keys = RestrictedUnpickler(f).load()
+        obj = safe_load(f, storage)
+        keys = safe_load(f)
         for key in keys:
             key = key.decode() if isinstance(key, bytes) else str(key)
             if key not in pending:
@@ -275,7 +167,7 @@ def load_torch_object(path):
 
 def _load_pickle(path):
     with open(path, "rb") as f:
-        return RestrictedUnpickler(f).load()
+        return safe_load(f)
 
 
 def _flat_arrays(obj):
@@ -322,14 +214,12 @@ def read_weights(path, flag="--backbone-weights"):
             obj, convention, kind = _load_pickle(path), "paddle", "Paddle pdparams"
         else:
             obj, convention, kind = _load_torch_legacy(path), "torch", "torch.save legacy"
-    except pickle.UnpicklingError as exc:
-        if "refused global" in str(exc):
-            raise UserError(f"{flag} {path}: {exc}; a weights file never needs it and nothing from the file "
-                            "was run. Load it in its own framework and save only the state dict (tensors)")
-        raise UserError(f"{flag} {path}: not a readable weights file ({exc})")
-    except (EOFError, OSError, ValueError, zipfile.BadZipFile, struct.error, KeyError, IndexError,
-            TypeError, AttributeError, MemoryError) as exc:
-        raise UserError(f"{flag} {path}: not a readable weights file ({type(exc).__name__}: {exc}); "
+    except RefusedGlobal as exc:
+        raise UserError(f"{flag} {path}: {refusal(exc)}. Load it in its own framework and save only the state "
+                        "dict (tensors)")
+    except (BadPickle, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile, struct.error,
+            KeyError, IndexError, TypeError, AttributeError, MemoryError) as exc:
+        raise UserError(f"{flag} {path}: not a readable weights file ({type(exc).__name__}: {_short(exc)}); "
                         "expected a torchvision .pth/.pt, a Paddle .pdparams or a .safetensors file")
     state = _unnest(obj, path, flag)
     tensors = _flat_arrays(state)

@@ -4,8 +4,9 @@
     python scripts/build_cifar10_lists.py --archive cifar-10-batches-py --protocol cifar10-1 --out data/cifar10-1
 
 Nothing is downloaded. --archive is the official `cifar-10-python.tar.gz` or its extracted
-`cifar-10-batches-py/` folder. SECURITY: the batches are Python pickles and unpickling can execute code —
-only use the official archive from https://www.cs.toronto.edu/~kriz/cifar.html.
+`cifar-10-batches-py/` folder. The batches are Python pickles; they are read with the project's
+allow-list unpickler (utils/safe_pickle.py: dicts, bytes, lists, numbers, numpy arrays), so a doctored
+batch is refused with a one-line error instead of running code.
 
 Images (the 50,000 training images of data_batch_1..5, then the 10,000 of test_batch: 60,000 pooled) are
 written once to --data-path (default datasets/cifar10) as `images/<i>.png` (i = position in that pooled
@@ -25,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import pickle
 import sys
 import tarfile
 
@@ -37,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import write_json  # noqa: E402
 from utils.data.lists import write_list  # noqa: E402
+from utils.safe_pickle import BadPickle, RefusedGlobal, refusal  # noqa: E402
+from utils.safe_pickle import load as safe_load  # noqa: E402
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 FOLDER = "cifar-10-batches-py"
@@ -53,10 +55,17 @@ def _short(exc, limit=150):
 
 def _unpickle(f, where):
     try:
-        batch = pickle.load(f, encoding="bytes")  # executes code from the file: official archive only
+        batch = safe_load(f, encoding="bytes")  # the allow-list unpickler: nothing in the file runs
+    except RefusedGlobal as exc:
+        raise UserError(f"{where}: {refusal(exc)}; a CIFAR-10 batch holds only bytes, lists and arrays: use the "
+                        "official cifar-10-python.tar.gz")
+    except BadPickle as exc:
+        raise UserError(f"{where}: not a CIFAR-10 python batch ({_short(exc)}); use the official "
+                        "cifar-10-python.tar.gz")
+    try:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except Exception as exc:  # any unpickling failure means a corrupt or foreign file
+    except Exception as exc:  # noqa: BLE001 - not a dict with data and labels: a foreign file
         raise UserError(f"{where}: not a CIFAR-10 python batch ({type(exc).__name__}: {_short(exc)}); "
                         "use the official cifar-10-python.tar.gz")
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):

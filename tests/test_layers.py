@@ -1,6 +1,6 @@
 """The layers of the code, read from the imports (ast), one direction only:
 
-    0  utils.errors, utils.fileio                      leaves
+    0  utils.errors, utils.fileio, utils.safe_pickle   leaves
     1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
        utils.index                                     the living index of codes (SQLite, segments, Milvus)
     2  models                                          backbones, heads, losses, codebooks, checkpoints
@@ -21,7 +21,7 @@ import pytest
 from tests.helpers import ROOT
 
 LAYERS = {
-    "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0,
+    "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0, "utils.safe_pickle": 0,
     "utils.retrieval": 1, "utils.report": 1, "utils.data": 1, "utils.index": 1,
     "models": 2,
     "utils.train": 3, "utils.deploy": 3,
@@ -126,9 +126,9 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.retrieval.code_cache", "utils.index",
-                                    "utils.data.lists", "utils.data.transforms"])
+                                    "utils.data.lists", "utils.data.transforms", "utils.safe_pickle"])
 def test_numpy_layers_do_not_load_paddle(module):
-    code = (f"import sys, {module}; bad = [m for m in ('paddle', 'models') if m in sys.modules]; "
+    code = (f"import sys, {module}; bad = [m for m in ('paddle', 'models', 'torch') if m in sys.modules]; "
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"importing {module} loaded {proc.stdout.strip()} {proc.stderr[-500:]}"
