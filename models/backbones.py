@@ -9,6 +9,7 @@ is dropped: the hash head takes its place.
 import paddle
 import paddle.nn as nn
 
+from models.vit import VIT_BACKBONES
 from utils.errors import UserError
 
 
@@ -95,7 +96,15 @@ BACKBONES = {
     "resnet34": lambda: ResNet(34),
     "resnet50": lambda: ResNet(50),
     "resnet101": lambda: ResNet(101),
+    **VIT_BACKBONES,  # models/vit.py
 }
+
+
+def backbone_preprocess(name):
+    """The preprocessing a backbone declares (class attribute `preprocess`: mean, std, interpolation of
+    utils/data/transforms.Preprocess), as cfg values; {} (ImageNet mean/std, the resize mode's filter)
+    for a backbone that declares none."""
+    return dict(getattr(BACKBONES.get(name), "preprocess", None) or {})
 
 
 def build_backbone(name):
