@@ -237,3 +237,27 @@ def test_full_size_features_equal_the_library(full_size, name):
     err = assert_same_features(ours, np.load(full_size / case["features"]), name)
     print(f"{name}: {info['summary']}; max relative error vs the library at 224 px {err:.2e}")
     os.remove(full_size / case["file"])  # hundreds of MB each
+
+
+# ------------------------------------------------------------------------------- deployment
+@pytest.mark.slow
+def test_vit_hash_models_export_with_codes_identical_to_dygraph(lite_single, tmp_path):
+    """train → export (static Paddle + ONNX, 64 px: the in-graph position-embedding resampling) → infer.py
+    → predict.py for vit_s_16 and clip_vit_b32; the backbone's preprocessing reaches inference.yml, and
+    infer.py's ONNX codes (preprocessed from that file) equal dygraph's on the test images."""
+    from tests.helpers import check_pipeline, pipeline_steps, run_pipelines
+    from utils.deploy import DygraphEncoder, encode_images, read_inference_yml
+
+    for name in ("vit_s_16", "clip_vit_b32"):
+        step = pipeline_steps(lite_single, "hashnet", tmp_path / name, extra=["--backbone", name])
+        out = run_pipelines([step])["hashnet"]
+        check_pipeline(step, out)  # Paddle Inference and ONNX: identical code bits 100.00%
+        inf = tmp_path / name / "inf"
+        meta = read_inference_yml(inf)
+        declared = backbone_preprocess(name)
+        assert meta["preprocess_obj"].mean == declared["mean"] and meta["preprocess_obj"].interpolation == "bicubic"
+        paths = sorted(os.path.join(step["img_dir"], f) for f in os.listdir(step["img_dir"]))
+        dygraph = DygraphEncoder(os.path.join(step["run"], "best.pdparams"))
+        assert dygraph.preprocess == meta["preprocess_obj"]
+        raw, _ = encode_images(dygraph, paths, dygraph.preprocess, 16)
+        np.testing.assert_array_equal(np.load(step["codes"]) > 0, raw > 0, err_msg=name)
