@@ -114,8 +114,9 @@ def _notes(keys, clip=False):
         out = _pos_note(weights, backbone, [prefix + k for k in keys])
         if clip:
             quick = backbone.act == "quick_gelu"
-            base = os.path.basename(weights.path).lower()
-            if "openai" in base and not quick:
+            # open_clip's OpenAI files carry no activation: their path says it (the Hugging Face cache
+            # folder models--timm--vit_base_patch32_clip_224.openai, or a file named after it)
+            if "openai" in os.path.abspath(weights.path).lower() and not quick:
                 raise UserError(f"{flag} {weights.path}: CLIP weights trained by OpenAI need QuickGELU: use "
                                 f"--backbone {backbone.arch}_quickgelu (open_clip's ViT-B-*-quickgelu)")
             out.append("activation QuickGELU (OpenAI-trained CLIP)" if quick else

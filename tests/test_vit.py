@@ -261,3 +261,8 @@ def test_vit_hash_models_export_with_codes_identical_to_dygraph(lite_single, tmp
         assert dygraph.preprocess == meta["preprocess_obj"]
         raw, _ = encode_images(dygraph, paths, dygraph.preprocess, 16)
         np.testing.assert_array_equal(np.load(step["codes"]) > 0, raw > 0, err_msg=name)
+
+
+def test_fixtures_are_small():
+    total = sum(os.path.getsize(os.path.join(FIX, f)) for f in os.listdir(FIX))
+    assert total < 700 << 10, f"tests/fixtures/vit holds {total} bytes"
