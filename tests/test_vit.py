@@ -223,7 +223,7 @@ def full_size(tmp_path_factory):
     return out
 
 
-FULL = ["vit_b_16", "vit_s_16", "dinov2_vits14", "clip_vit_b32"]
+FULL = ["vit_b_16", "vit_s_16", "dinov2_vits14", "clip_vit_b32", "dinov2_vitb14", "clip_vit_b16"]
 
 
 @pytest.mark.slow
