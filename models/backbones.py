@@ -11,6 +11,7 @@ import paddle.nn as nn
 
 from models.convnext import convnext_tiny
 from models.swin import swin_t
+from models.vit import VIT_BACKBONES
 from utils.errors import UserError
 
 
@@ -97,9 +98,17 @@ BACKBONES = {
     "resnet34": lambda: ResNet(34),
     "resnet50": lambda: ResNet(50),
     "resnet101": lambda: ResNet(101),
-    "swin_t": swin_t,
-    "convnext_tiny": convnext_tiny,
+    "swin_t": swin_t,  # models/swin.py
+    "convnext_tiny": convnext_tiny,  # models/convnext.py
+    **VIT_BACKBONES,  # models/vit.py
 }
+
+
+def backbone_preprocess(name):
+    """The preprocessing a backbone declares (class attribute `preprocess`: mean, std, interpolation of
+    utils/data/transforms.Preprocess), as cfg values; {} (ImageNet mean/std, the resize mode's filter)
+    for a backbone that declares none."""
+    return dict(getattr(BACKBONES.get(name), "preprocess", None) or {})
 
 
 def build_backbone(name):

@@ -16,8 +16,11 @@ from models.stochastic_depth import Permute, StochasticDepth
 
 # torchvision ConvNeXt_Tiny_Weights.IMAGENET1K_V1.transforms: ImageClassification(crop_size=224,
 # resize_size=236), whose interpolation default is BILINEAR; ImageNet mean / std
-CONVNEXT_TINY_PREPROCESS = {"resize_size": 236, "crop_size": 224, "interpolation": "bilinear",
-                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+# what torchvision's IMAGENET1K_V1 weights expect: the filter and mean/std go into every run's
+# preprocessing (models.backbones.backbone_preprocess); the sizes stay the data set's (lite images
+# are 64 px), torchvision evaluates at resize 236 / crop 224 (REFERENCE_SIZES)
+CONVNEXT_TINY_PREPROCESS = {"interpolation": "bilinear", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+CONVNEXT_TINY_REFERENCE_SIZES = {"resize_size": 236, "crop_size": 224}
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -67,6 +70,7 @@ class ConvNeXt(nn.Layer):
     classifier's Linear (`classifier.2`)."""
 
     preprocess = CONVNEXT_TINY_PREPROCESS
+    reference_sizes = CONVNEXT_TINY_REFERENCE_SIZES
 
     def __init__(self, block_setting, stochastic_depth_prob=0.0, layer_scale=1e-6):
         super().__init__()

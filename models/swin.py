@@ -26,8 +26,11 @@ from models.stochastic_depth import Permute, StochasticDepth
 
 # torchvision Swin_T_Weights.IMAGENET1K_V1.transforms: ImageClassification(crop_size=224, resize_size=232,
 # interpolation=BICUBIC), ImageNet mean / std
-SWIN_T_PREPROCESS = {"resize_size": 232, "crop_size": 224, "interpolation": "bicubic",
-                     "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+# what torchvision's IMAGENET1K_V1 weights expect: the filter and mean/std go into every run's
+# preprocessing (models.backbones.backbone_preprocess); the sizes stay the data set's (lite images
+# are 64 px), torchvision evaluates at resize 232 / crop 224 (REFERENCE_SIZES)
+SWIN_T_PREPROCESS = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+SWIN_T_REFERENCE_SIZES = {"resize_size": 232, "crop_size": 224}
 
 
 def _trunc_normal(std=0.02):
@@ -198,6 +201,7 @@ class SwinTransformer(nn.Layer):
     the pooled, normalised features (`out_dim` = embed_dim · 2^(stages − 1))."""
 
     preprocess = SWIN_T_PREPROCESS
+    reference_sizes = SWIN_T_REFERENCE_SIZES
 
     def __init__(self, patch_size, embed_dim, depths, num_heads, window_size, mlp_ratio=4.0, dropout=0.0,
                  attention_dropout=0.0, stochastic_depth_prob=0.1, norm_eps=1e-5):

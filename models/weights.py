@@ -50,7 +50,7 @@ import numpy as np
 import paddle.nn as nn
 
 from utils.errors import UserError
-from utils.safe_pickle import BF16, BadPickle, RefusedGlobal, RestrictedUnpickler, TorchStorage, refusal
+from utils.safe_pickle import BF16, RefusedGlobal, RestrictedUnpickler, TorchStorage, refusal
 from utils.safe_pickle import load as safe_load
 
 HOW_TO_GET = ("Nothing is downloaded at run time: download ImageNet weights for this backbone on a machine "
@@ -91,6 +91,8 @@ def _load_torch_zip(path):
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            raise pickle.UnpicklingError(TORCHSCRIPT)
         if not pkl:
             raise pickle.UnpicklingError("zip file without data.pkl: not a torch.save file")
         prefix = pkl[0][:-len("data.pkl")]
@@ -111,6 +113,9 @@ def _load_torch_zip(path):
         return safe_load(io.BytesIO(zf.read(pkl[0])), storage)
 
 
+TORCHSCRIPT = ("a TorchScript archive (such as OpenAI's original CLIP ViT-B-32.pt), whose objects are code; "
+               "nothing was read. For CLIP use open_clip's open_clip_pytorch_model.bin or open_clip_model.safetensors "
+               "of the same model; otherwise save the module's state_dict()")
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 
 
@@ -217,7 +222,12 @@ def read_weights(path, flag="--backbone-weights"):
     except RefusedGlobal as exc:
         raise UserError(f"{flag} {path}: {refusal(exc)}. Load it in its own framework and save only the state "
                         "dict (tensors)")
-    except (BadPickle, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile, struct.error,
+    except pickle.UnpicklingError as exc:
+        if str(exc) == TORCHSCRIPT:
+            raise UserError(f"{flag} {path}: {exc}")
+        raise UserError(f"{flag} {path}: not a readable weights file ({type(exc).__name__}: {_short(exc)}); "
+                        "expected a torchvision .pth/.pt, a Paddle .pdparams or a .safetensors file")
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile, struct.error,
             KeyError, IndexError, TypeError, AttributeError, MemoryError) as exc:
         raise UserError(f"{flag} {path}: not a readable weights file ({type(exc).__name__}: {_short(exc)}); "
                         "expected a torchvision .pth/.pt, a Paddle .pdparams or a .safetensors file")
@@ -273,6 +283,11 @@ class Layout:
     rename: object
     scale: dict = field(default_factory=dict)
     refuse: object = None  # optional check(keys) → message when this layout is recognised but unsupported
+    # whole-key renaming (source name → our parameter name, DROP or None) instead of `rename`'s module paths
+    rename_key: object = None
+    convert: object = None  # optional (our name, array, our shape) → array of an equivalent shape
+    notes: object = None  # optional (weights, backbone, flag, prefix) → extra summary parts (may raise UserError)
+    drop_label: str = "ImageNet classifier"  # what the dropped tensors are, for the summary
 
     def label(self, convention):
         return self.name[convention] if isinstance(self.name, dict) else self.name
@@ -331,6 +346,10 @@ _TV_PV = {"torch": "torchvision layout", "paddle": "paddle.vision layout"}  # sa
 
 def layouts_for(name):
     """The source layouts a backbone knows, in order of preference."""
+    from models.vit_weights import is_vit, vit_layouts
+
+    if is_vit(name):
+        return vit_layouts(name)
     if name == "alexnet":
         return [Layout({"torch": "torchvision layout", "paddle": "this project's layout"},
                        _identity(drop=("classifier.6",))),
@@ -381,8 +400,12 @@ def _try_layout(layers, own, weights, layout, prefix):
         if not key.startswith(prefix):
             unused.append(key)
             continue
-        path, leaf = _split(key[len(prefix):])
-        target = layout.rename(path)
+        if layout.rename_key:
+            new = layout.rename_key(key[len(prefix):])
+            target, leaf = (new, None) if new in (None, DROP) else _split(new)
+        else:
+            path, leaf = _split(key[len(prefix):])
+            target = layout.rename(path)
         if target == DROP:
             dropped.append(key)
             continue
@@ -394,7 +417,7 @@ def _try_layout(layers, own, weights, layout, prefix):
             leaf = _BN_LEAVES.get(leaf, leaf)
             if leaf is None:
                 continue  # num_batches_tracked: no Paddle counterpart, nothing to load
-        name = f"{target}.{leaf}"
+        name = f"{target}.{leaf}" if target else leaf  # "": a parameter of the backbone itself
         if name not in own:
             unused.append(key)
             continue
@@ -403,6 +426,8 @@ def _try_layout(layers, own, weights, layout, prefix):
             arr = arr.T  # by layer type: PyTorch (out, in) → Paddle (in, out), square or not
         if leaf == "weight" and target in layout.scale:
             arr = arr * layout.scale[target]
+        if layout.convert:
+            arr = layout.convert(name, arr, own[name].shape)
         if tuple(arr.shape) != tuple(own[name].shape):
             mismatched.append((key, name, tuple(np.shape(value)), tuple(own[name].shape)))
             continue
@@ -422,7 +447,7 @@ def map_weights(backbone, weights, name, allow_partial=False, flag="--backbone-w
     nothing matches, a tensor has the wrong shape, or (strict) a backbone parameter stays unfilled."""
     own = {k: _Spec(tuple(v.shape), np.dtype(str(v.dtype).replace("paddle.", "")))
            for k, v in backbone.state_dict().items()}
-    layers = dict(backbone.named_sublayers())
+    layers = dict(backbone.named_sublayers(include_self=True))
     file = os.path.basename(weights.path)
     best = None
     for prefix in PREFIXES:  # shortest prefix first: ties go to the plainest reading
@@ -453,7 +478,9 @@ def map_weights(backbone, weights, name, allow_partial=False, flag="--backbone-w
                         "--allow-partial-weights to keep the rest random")
     parts = [where]
     if best.dropped:
-        parts.append(f"dropped {_patterns(best.dropped)} (ImageNet classifier)")
+        parts.append(f"dropped {_patterns(best.dropped)} ({best.layout.drop_label})")
+    if best.layout.notes:
+        parts += best.layout.notes(weights, backbone, flag, best.prefix)
     if best.layout.scale:
         parts.append("fc6/fc7 weights ×0.5 (paddle.vision's downscale-in-infer dropout)")
     if best.unused:

@@ -19,7 +19,8 @@ def test_table1_spot_values():
     assert T1.value("OrthoArc+BN", "nuswide", 128) == 0.856
     assert T1.value("CSQ", "coco", 32) == 0.762
     assert T1.value("CSQ", "coco", 48) is None
-    assert len(T1.values) == 14 and all(len(v) == 3 and all(len(x) == 4 for x in v.values()) for v in T1.values.values())
+    assert len(T1.values) == 14
+    assert all(len(v) == 3 and all(len(x) == 4 for x in v.values()) for v in T1.values.values())
     hn = PAPER_TABLES["hashnet-coco"]
     assert hn.value("HashNet (paper, PyTorch)", "coco", 48) == 0.715
     assert hn.value("HashNet (paddle_hashnet)", "coco", 64) == 0.734

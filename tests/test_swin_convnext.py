@@ -168,8 +168,10 @@ def test_drop_path_rates_as_torchvision_builders(arch, rate, blocks):
 
 def test_declared_preprocessing():
     for arch, interpolation, resize in (("swin_t", "bicubic", 232), ("convnext_tiny", "bilinear", 236)):
-        p = type(build_backbone(arch)).preprocess
-        assert (p["interpolation"], p["resize_size"], p["crop_size"]) == (interpolation, resize, 224)
+        cls = type(build_backbone(arch))
+        p, sizes = cls.preprocess, cls.reference_sizes
+        assert (p["interpolation"], sizes["resize_size"], sizes["crop_size"]) == (interpolation, resize, 224)
+        assert set(p) == {"interpolation", "mean", "std"}  # sizes stay the data set's
 
 
 # -------------------------------------------------------------------------------- full size, with torch
@@ -203,8 +205,8 @@ def test_full_size_equals_torchvision(arch, full_refs):
         x = np.load(full_refs / f"inputs_{size}.npy")
         assert_matches(features(net, x), np.load(full_refs / f"{arch}_{size}.npy"), f"{arch} {size} px")
     theirs = json.loads((full_refs / "preprocess.json").read_text())[arch]
-    ours = type(net).preprocess
-    assert [ours["resize_size"]] == theirs["resize_size"] and [ours["crop_size"]] == theirs["crop_size"]
+    ours, sizes = type(net).preprocess, type(net).reference_sizes
+    assert [sizes["resize_size"]] == theirs["resize_size"] and [sizes["crop_size"]] == theirs["crop_size"]
     assert ours["interpolation"] == theirs["interpolation"]
     np.testing.assert_allclose(ours["mean"], theirs["mean"])
     np.testing.assert_allclose(ours["std"], theirs["std"])

@@ -17,6 +17,10 @@ eval_crop
     "center"   torchvision's `CenterCrop` (offset round((size − crop) / 2));
     "place"    thuml's `PlaceCrop` at (resize − crop − 1) / 2 on both axes, rounded by PIL's crop
                (15 for CSQ's 255 → 224; 16 for HashNet's 256 → 224).
+interpolation
+    None       the resize mode's filter above (and bilinear for the training crop's resize);
+    "bilinear" / "bicubic"  that filter for every resize: what a backbone's pretrained weights expect
+               (its `preprocess` attribute, models/vit.py: timm's, DINOv2's and CLIP's are bicubic).
 train_augment
     "crop_flip"          random `crop_size` crop + horizontal flip (`RandomCrop` + `RandomHorizontalFlip`);
     "resized_crop_flip"  torchvision's `RandomResizedCrop(crop_size)` (area scale 0.08–1, aspect
@@ -41,6 +45,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("shorter", "square")
 EVAL_CROPS = ("center", "place")
 TRAIN_AUGMENTS = ("crop_flip", "resized_crop_flip", "flip_jitter", "none")
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 # torchvision RandomResizedCrop defaults, and ColorJitter(brightness=0.05, contrast=0.05)
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
@@ -77,13 +82,15 @@ class Preprocess:
     resize_mode: str = "shorter"
     eval_crop: str = "center"
     train_augment: str = "crop_flip"
+    interpolation: str = None  # None: the resize mode's own filter
 
     def __post_init__(self):
         if self.crop_size > self.resize_size:
             raise ValueError(f"crop size {self.crop_size} is larger than resize size {self.resize_size}")
         for value, allowed, what in ((self.resize_mode, RESIZE_MODES, "resize mode"),
                                      (self.eval_crop, EVAL_CROPS, "eval crop"),
-                                     (self.train_augment, TRAIN_AUGMENTS, "train augmentation")):
+                                     (self.train_augment, TRAIN_AUGMENTS, "train augmentation"),
+                                     (self.interpolation or "bilinear", INTERPOLATIONS, "interpolation")):
             if value not in allowed:
                 raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
 
@@ -114,12 +121,15 @@ class Preprocess:
     def resize(self, img):
         if self.resize_mode == "square":
             size = (self.resize_size, self.resize_size)
-            return img if img.size == size else img.resize(size, Image.BICUBIC)
+            return img if img.size == size else img.resize(size, self._filter(Image.BICUBIC))
         w, h = img.size  # shorter side → resize_size, aspect kept (torchvision's Resize(int) rule)
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = self.resize_size, int(self.resize_size * long / short)
         size = (new_short, new_long) if w <= h else (new_long, new_short)
-        return img if size == (w, h) else img.resize(size, Image.BILINEAR)
+        return img if size == (w, h) else img.resize(size, self._filter(Image.BILINEAR))
+
+    def _filter(self, default):
+        return INTERPOLATIONS[self.interpolation] if self.interpolation else default
 
     def eval_box(self, width, height):
         """(left, top, right, bottom) of the evaluation crop in the resized image."""
@@ -154,7 +164,7 @@ class Preprocess:
             return self.normalize(np.asarray(img.crop(self.eval_box(*img.size))))
         img = img.crop(self.train_box(*img.size, rng))
         if img.size != (self.crop_size, self.crop_size):
-            img = img.resize((self.crop_size, self.crop_size), Image.BILINEAR)
+            img = img.resize((self.crop_size, self.crop_size), self._filter(Image.BILINEAR))
         if rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if self.train_augment == "flip_jitter":

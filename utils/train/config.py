@@ -9,7 +9,7 @@ configuration with the source of every value.
 import argparse
 import os
 
-from models.backbones import BACKBONES
+from models.backbones import BACKBONES, backbone_preprocess
 from models.methods import METHODS, method_options
 from models.methods.base import PROJECT
 from utils.data.datasets import PRESETS
@@ -151,6 +151,7 @@ def resolve(args, checkpoint_cfg=None, sources=None):
     layers.append(({"topk": preset.topk, "resize_size": preset.resize_size, "crop_size": preset.crop_size,
                     "data_path": os.path.join("datasets", cfg["dataset"]),
                     "list_dir": os.path.join("data", cfg["dataset"])}, f"data-set preset '{cfg['dataset']}'"))
+    layers.append((backbone_preprocess(cfg["backbone"]), f"backbone {cfg['backbone']} preprocessing"))
     for key, value, source in method.recipe.resolve(cfg, scratch=cfg["recipe"] == "scratch"):
         layers.append(({key: value}, f"{method.name} recipe: {source}"))
     layers += [(base, "checkpoint"), (given, "command line")]
