@@ -9,13 +9,14 @@ and the commit) is ignored until `compact` deletes it.
 import os
 import struct
 import threading
+import time
 import zlib
 
 import numpy as np
 
 from utils.errors import UserError
 from utils.fileio import atomic_path
-from utils.index import BACKENDS, Backend, Catalogue, crash_point
+from utils.index import BACKENDS, Backend, Catalogue, EmptyIndex, crash_point
 
 MAGIC = b"HIDXSEG1"
 HEADER = struct.Struct("<8sIQ")
@@ -33,7 +34,7 @@ class Snapshot:
 
         order = np.argsort(ids, kind="stable")
         self.ids, self.packed, self.bit = ids[order], packed[order], bit
-        self.engine = engine
+        self.engine, self.generation = engine, None  # generation: the catalogue's, when it was read
         self._index = HammingIndex(self.packed, bits=bit, backend=engine) if len(self.ids) else None
 
     def __len__(self):
@@ -46,9 +47,17 @@ class Snapshot:
     def search(self, packed_queries, k):
         """→ (distances int32 (nq, k'), ids int64 (nq, k')), by (distance, id)."""
         if self._index is None:
-            raise UserError("the index is empty: add images first (scripts/index.py add)")
+            raise EmptyIndex("the index is empty: add images first (scripts/index.py add)")
         dist, pos = self._index.search(np.ascontiguousarray(packed_queries, np.uint8), k)
         return dist, self.ids[pos]
+
+
+class MissingSegment(UserError):
+    """A segment file the catalogue lists is not on disk (damage, or a compaction that just replaced it)."""
+
+
+DELTA_MAX = 1024  # items a delta segment takes before it is left as a regular segment
+STALE_SECONDS = 3600  # an unlisted temporary file older than this is a crash's leftover
 
 
 class EmbeddedStore:
@@ -60,27 +69,62 @@ class EmbeddedStore:
     def close(self):
         self._cache.clear()
 
-    def recover(self):
+    def recover(self, db):
         pass  # nothing to redo: a file the catalogue does not list is ignored
 
     # ------------------------------------------------------------------ writing
-    def write(self, ids, packed, tag="seg"):
-        """Write one segment file (atomically) → its catalogue row."""
-        name = f"{tag}-{int(ids[0]) if len(ids) else 0:012d}-{os.urandom(4).hex()}.bin"
+    def _name(self, tag, ids):
+        return f"{tag}-{int(ids[0]) if len(ids) else 0:012d}-{os.urandom(4).hex()}.bin"
+
+    def _write_file(self, path, ids, packed):
         body = HEADER.pack(MAGIC, self.bit, len(ids)) + np.asarray(ids, "<i8").tobytes() + packed.tobytes()
-        with atomic_path(self.dir.segment(name)) as tmp:
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(body)
-        return name, len(ids), len(body), zlib.crc32(body)
+        return len(ids), len(body), zlib.crc32(body)
+
+    def write_segment(self, ids, packed, tag="seg"):
+        """Write one segment file (atomically) → its catalogue row."""
+        name = self._name(tag, ids)
+        return (name, *self._write_file(self.dir.segment(name), ids, packed))
+
+    def write(self, ids, packed, db, delta=False):
+        """Inside the add's transaction: the new codes as a segment file → a token for commit. With
+        `delta`, they join the current delta segment (rewritten whole, at most DELTA_MAX items), so a
+        stream of one-image adds does not make one file each."""
+        replaces = None
+        if delta and len(ids) < DELTA_MAX:
+            row = db.execute("SELECT file, count, bytes, crc32 FROM segments WHERE file LIKE 'dlt-%' "
+                             "ORDER BY file DESC LIMIT 1").fetchone()
+            if row is not None and row[1] + len(ids) <= DELTA_MAX:
+                old_ids, old_packed = self._load(*row)
+                replaces = row[0]
+                name = f"dlt-{int(old_ids[0]):012d}-{os.urandom(4).hex()}.bin"
+                ids, packed = np.concatenate([old_ids, ids]), np.concatenate([old_packed, packed])
+                return (name, *self._write_file(self.dir.segment(name), ids, packed)), replaces
+            return self.write_segment(ids, packed, "dlt"), None
+        return self.write_segment(ids, packed), None
 
     def commit(self, db, token):
-        db.execute("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", token)
+        row, replaces = token
+        if replaces:
+            db.execute("DELETE FROM segments WHERE file = ?", (replaces,))
+        db.execute("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", row)
+
+    def after_commit(self, token):
+        if token[1]:  # the delta segment the new one replaced; a reader that listed it retries
+            self._remove(token[1])
 
     def abandon(self, token):
+        self._remove(token[0][0])
+
+    def _remove(self, name):
         try:
-            os.remove(self.dir.segment(token[0]))
+            os.remove(self.dir.segment(name))
         except OSError:
             pass
+        with self._lock:
+            self._cache.pop(name, None)
 
     def delete(self, ids):
         pass  # the tombstones in the catalogue are enough; compact drops the rows
@@ -95,8 +139,8 @@ class EmbeddedStore:
             with open(path, "rb") as f:
                 body = f.read()
         except FileNotFoundError:
-            raise UserError(f"{path}: segment file listed in the catalogue is missing; the index is damaged: "
-                            "restore it from a backup or build it again")
+            raise MissingSegment(f"{path}: segment file listed in the catalogue is missing; the index is damaged: "
+                                 "restore it from a backup or build it again")
         if len(body) != size or segment_bytes(count, self.nbytes) != size:
             raise UserError(f"{path}: segment file is truncated or extended ({len(body)} bytes, expected {size}); "
                             "the index is damaged: restore the file from a backup or build the index again")
@@ -126,10 +170,36 @@ class EmbeddedStore:
             ids, packed = ids[keep], packed[keep]
         return ids, packed
 
+    def _read_alive(self, tries=8):
+        """(segments, removed, generation, ids, packed) of the last committed state. A segment that
+        vanishes between reading the catalogue and the file (another process's compaction or delta
+        replaced it) means a newer state: read again."""
+        for attempt in range(tries):
+            with self.catalogue.reading() as db:
+                segments, removed = self._state(db)
+                generation = int(Catalogue.read(db, "generation", 0))
+            try:
+                ids, packed = self._alive(segments, removed)
+            except MissingSegment:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            listed = {row[0] for row in segments}
+            with self._lock:  # forget the files this state no longer lists (replaced by other writers)
+                for name in [k for k in self._cache if k not in listed]:
+                    del self._cache[name]
+            return segments, removed, generation, ids, packed
+
     def snapshot(self, engine="auto"):
+        _, _, generation, ids, packed = self._read_alive()
+        snap = Snapshot(ids, packed, self.bit, engine)
+        snap.generation = generation
+        return snap
+
+    def segment_count(self):
         with self.catalogue.reading() as db:
-            segments, removed = self._state(db)
-        return Snapshot(*self._alive(segments, removed), self.bit, engine)
+            return int(db.execute("SELECT count(*) FROM segments").fetchone()[0])
 
     # ------------------------------------------------------------------ maintenance
     def _replace_all(self, db, new_rows, tag):
@@ -139,29 +209,62 @@ class EmbeddedStore:
         db.executemany("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", new_rows)
 
     def _delete_unlisted(self):
-        with self.catalogue.lock:
-            listed = {r[0] for r in self.catalogue.db.execute("SELECT file FROM segments")}
-        for name in os.listdir(self.dir.segments):
-            if name not in listed:
+        """Delete segment files the catalogue does not list. Under the write lock, so no writer is between
+        writing its file and committing it; temporary files (a compaction in progress writes one outside
+        the lock) only when they are old."""
+        with self.catalogue.transaction() as db:
+            listed = {r[0] for r in db.execute("SELECT file FROM segments")}
+            now = time.time()
+            for name in os.listdir(self.dir.segments):
+                if name in listed:
+                    continue
+                path = self.dir.segment(name)
                 try:
-                    os.remove(self.dir.segment(name))
+                    if name.endswith(".bin") or now - os.path.getmtime(path) > STALE_SECONDS:
+                        os.remove(path)
                 except OSError:
                     pass
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if k in listed}
 
-    def compact(self):
-        with self.catalogue.transaction() as db:
-            segments, removed = self._state(db)
-            ids, packed = self._alive(segments, removed)
+    def compact(self, tries=3):
+        """Merge every segment into one and drop the tombstoned items. The merged file is made from a
+        read of the committed state, outside the write lock (readers and writers go on meanwhile); the
+        commit then swaps the segments it merged for it and drops only the tombstones it left out, so
+        adds and removes committed meanwhile stay. If another compaction got there first, start again."""
+        for _ in range(tries):
+            segments, removed, _, ids, packed = self._read_alive()
             order = np.argsort(ids, kind="stable")
             ids, packed = ids[order], packed[order]
-            rows = [self.write(ids, packed, "cmp")] if len(ids) else []
+            name = self._name("cmp", ids) if len(ids) else None
+            pending = self.dir.segment(name + ".pending") if name else None
+            stats = self._write_file(pending, ids, packed) if name else None
             crash_point("compact:stored")
-            self._replace_all(db, rows, "cmp")
-        crash_point("compact:committed")
-        self._delete_unlisted()
-        return len(ids), len(removed)
+            try:
+                with self.catalogue.transaction() as db:
+                    listed = {r[0] for r in db.execute("SELECT file FROM segments")}
+                    merged = [row[0] for row in segments]
+                    if not set(merged) <= listed:
+                        raise _Retry
+                    db.executemany("DELETE FROM segments WHERE file = ?", [(m,) for m in merged])
+                    db.executemany("DELETE FROM items WHERE id = ? AND removed = 1", [(int(i),) for i in removed])
+                    if name:
+                        os.replace(pending, self.dir.segment(name))
+                        db.execute("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)",
+                                   (name, *stats))
+            except _Retry:
+                if pending:
+                    self._remove(os.path.basename(pending))
+                continue
+            except BaseException:
+                if pending:
+                    self._remove(os.path.basename(pending))
+                    self._remove(name)
+                raise
+            crash_point("compact:committed")
+            self._delete_unlisted()
+            return len(ids), len(removed)
+        raise UserError(f"{self.dir.path}: other processes kept compacting the index; try compact again")
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
         with self.catalogue.transaction() as db:
@@ -171,7 +274,7 @@ class EmbeddedStore:
                 part = rows[start:start + chunk]
                 ids = np.asarray([r[0] for r in part], np.int64)
                 packed = np.ascontiguousarray(encode_items(ids, [r[1] for r in part]), np.uint8)
-                new.append(self.write(ids, packed, "rbd"))
+                new.append(self.write_segment(ids, packed, "rbd"))
             crash_point("rebuild:stored")
             self._replace_all(db, new, "rbd")
             Catalogue.put(db, "fingerprint", fingerprint)
@@ -180,11 +283,14 @@ class EmbeddedStore:
         return len(rows)
 
     def info(self, n_rows):
-        with self.catalogue.lock:
-            n_seg, n_codes = self.catalogue.db.execute(
-                "SELECT count(*), coalesce(sum(count), 0) FROM segments").fetchone()
+        with self.catalogue.reading() as db:
+            n_seg, n_codes = db.execute("SELECT count(*), coalesce(sum(count), 0) FROM segments").fetchone()
         return {"segments": int(n_seg), "memory_bytes": int(n_codes) * (8 + self.nbytes),
                 "engine": "utils.retrieval (exact)"}
+
+
+class _Retry(Exception):
+    pass
 
 
 BACKENDS.add(Backend("embedded", "segment files + SQLite catalogue, searched by utils.retrieval",
