@@ -82,6 +82,7 @@ def parse_args(argv=None):
     q = sub.add_parser("info", help="size, model, bits, backend, disk and memory use")
     q.add_argument("--index", required=True)
     q.add_argument("--json", action="store_true")
+    moved(q)
     q = sub.add_parser("search", help="the closest items to a query image")
     q.add_argument("--index", required=True)
     q.add_argument("--img", required=True)
