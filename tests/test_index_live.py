@@ -219,7 +219,7 @@ def test_concurrent_writers_in_processes_serialise(tmp_path):
         for tag in (1, 2):
             for i in range(60):
                 assert codes[str(tmp_path / f"w{tag}_{i}.png")] == bytes([tag, i])
-        assert index.info()["segments"] <= index.max_segments + 1
+        assert index.info()["segments"] <= 2 * index.merge_fanout  # merged as they piled up
         index.compact()
         assert state(index)[:3] == (ids, packed, paths) and index.info()["segments"] == 1
 
@@ -233,15 +233,22 @@ def test_delta_segment_and_segment_bound(tmp_path):
         index.add(np.asarray([[7, i]], np.uint8), [str(tmp_path / f"up{i}.png")], delta=True)
     assert index.info()["segments"] == 4 and len(os.listdir(index.dir.segments)) == 4
     before = state(index)
-    index.max_segments = 6
-    for i in range(10):  # plain adds: a file each, compacted past the bound
+    index.merge_fanout = 4
+    most = 0
+    for i in range(70):  # plain one-item adds: a file each, merged by size tier as they pile up
         index.add(np.asarray([[8, i]], np.uint8), [str(tmp_path / f"plain{i}.png")])
-        assert index.info()["segments"] <= 6
+        most = max(most, index.info()["segments"])
+        assert len(os.listdir(index.dir.segments)) == index.info()["segments"]  # merged files are deleted
+    # tiers of 1, 4, 16 (, 64) items: fewer than fanout of each, plus the larger base segments
+    assert most <= 3 * 3 + 4 + 1, most
     after = state(index)
-    assert after[0][:55] == before[0] and after[1][:110] == before[1] and len(after[0]) == 65
+    assert after[0][:55] == before[0] and after[1][:110] == before[1] and len(after[0]) == 125
+    assert after[1][110:] == b"".join(bytes([8, i]) for i in range(70))
     index.close()
     with Index(tmp_path / "idx") as reopened:
         assert state(reopened) == after
+        reopened.compact()
+        assert state(reopened) == after and reopened.info()["segments"] == 1
 
 
 def test_a_searcher_sees_other_processes_writes(tmp_path):

@@ -27,8 +27,9 @@ Several writers at once (the CLI and the service, say): every write is one trans
 catalogue's lock, and bumps the catalogue's generation; a reader compares `generation()` with its
 snapshot's and takes a new snapshot when they differ. Readers never wait for a writer, and a compaction
 merges outside the lock and commits in a moment. `add(..., delta=True)` (the service's uploads) grows
-one delta segment instead of writing a file per call, and an add that leaves more than `max_segments`
-segments compacts them.
+one delta segment instead of writing a file per call, and small segments are merged as they pile up
+(`merge_fanout` of one size tier become one segment of the next: a bound of about fanout x log(size)
+files without rewriting the large ones again and again).
 
 Backends are a registry (`BACKENDS`): "embedded" (segment files, searched by utils.retrieval, faiss
 optional) and "milvus" (a Milvus collection with a BINARY_VECTOR field and the HAMMING metric; the
@@ -52,7 +53,7 @@ from utils.registry import Registry
 
 FORMAT = "hashing-index/1"
 PATH_FORMAT = 2  # catalogue meta `path_format`: paths relative to the recorded `root` (utils.index.paths)
-MAX_SEGMENTS = 32  # an add that leaves more segments than this compacts the index
+MERGE_FANOUT = 8  # this many small segments of one size tier are merged into one (see Index.add)
 CRASH_ENV = "HASHING_INDEX_CRASH_AT"
 # the steps between durable writes, in order, where a test may crash the process
 CRASH_POINTS = ("add:stored", "add:committed", "remove:committed", "remove:applied", "compact:stored",
@@ -147,7 +148,7 @@ class Index:
                             "it from a backup or build it again")
         self.dir, self.meta, self.bit, self.backend = d, meta, bit, backend
         self.nbytes = (bit + 7) // 8
-        self.max_segments = MAX_SEGMENTS
+        self.merge_fanout = MERGE_FANOUT
         self.index_dir = os.path.abspath(d.path)
         self.catalogue = Catalogue(d.catalogue)
         try:
@@ -372,8 +373,7 @@ class Index:
         crash_point("add:committed")
         if replaces:
             self.store.delete([int(i) for i in replaces])
-        if self.store.segment_count() > self.max_segments:
-            self.compact()
+        self.store.merge_small(self.merge_fanout)
         return ids
 
     def remove(self, ids=(), paths=(), missing_ok=False):

@@ -6,6 +6,7 @@ with its size and CRC-32, so a file truncated or changed by hand is found when t
 search (a one-line error naming the file), and a file it does not list (a crash between writing the file
 and the commit) is ignored until `compact` deletes it.
 """
+import math
 import os
 import struct
 import threading
@@ -57,6 +58,7 @@ class MissingSegment(UserError):
 
 
 DELTA_MAX = 1024  # items a delta segment takes before it is left as a regular segment
+SMALL_SEGMENT = 65536  # segments with fewer items are merged as they pile up (Index.add); larger ones by compact
 STALE_SECONDS = 3600  # an unlisted temporary file older than this is a crash's leftover
 
 
@@ -170,22 +172,26 @@ class EmbeddedStore:
             ids, packed = ids[keep], packed[keep]
         return ids, packed
 
-    def _read_alive(self, tries=8):
-        """(segments, removed, generation, ids, packed) of the last committed state. A segment that
-        vanishes between reading the catalogue and the file (another process's compaction or delta
-        replaced it) means a newer state: read again."""
+    def _read_alive(self, tries=8, only=None):
+        """(segments, removed, generation, ids, packed) of the last committed state (of the segments
+        named in `only`, and their tombstones). A segment that vanishes between reading the catalogue and
+        the file (another process's compaction or delta replaced it) means a newer state: read again."""
         for attempt in range(tries):
             with self.catalogue.reading() as db:
-                segments, removed = self._state(db)
+                listing, removed = self._state(db)
                 generation = int(Catalogue.read(db, "generation", 0))
+            segments = listing if only is None else [row for row in listing if row[0] in set(only)]
             try:
+                if only is not None:
+                    mine = [self._load(*row)[0] for row in segments]
+                    removed = removed[np.isin(removed, np.concatenate(mine))] if mine else removed[:0]
                 ids, packed = self._alive(segments, removed)
             except MissingSegment:
                 if attempt == tries - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
                 continue
-            listed = {row[0] for row in segments}
+            listed = {row[0] for row in listing}
             with self._lock:  # forget the files this state no longer lists (replaced by other writers)
                 for name in [k for k in self._cache if k not in listed]:
                     del self._cache[name]
@@ -197,9 +203,21 @@ class EmbeddedStore:
         snap.generation = generation
         return snap
 
-    def segment_count(self):
+    def merge_small(self, fanout):
+        """Size-tiered merging after an add: segments under SMALL_SEGMENT items are grouped by
+        floor(log_fanout(count)); a tier that holds `fanout` of them is merged into one (of the next tier).
+        So small segments stay fewer than about fanout x log_fanout(SMALL_SEGMENT) and each code is
+        rewritten about log_fanout times, not once per add. → the files merged, or None."""
         with self.catalogue.reading() as db:
-            return int(db.execute("SELECT count(*) FROM segments").fetchone()[0])
+            rows = db.execute("SELECT file, count FROM segments WHERE count < ?", (SMALL_SEGMENT,)).fetchall()
+        tiers = {}
+        for name, count in rows:
+            tiers.setdefault(int(math.log(max(count, 1), fanout)), []).append(name)
+        for tier in sorted(tiers):
+            if len(tiers[tier]) >= fanout:
+                self.compact(only=tiers[tier])
+                return tiers[tier]
+        return None
 
     # ------------------------------------------------------------------ maintenance
     def _replace_all(self, db, new_rows, tag):
@@ -227,13 +245,17 @@ class EmbeddedStore:
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if k in listed}
 
-    def compact(self, tries=3):
-        """Merge every segment into one and drop the tombstoned items. The merged file is made from a
-        read of the committed state, outside the write lock (readers and writers go on meanwhile); the
-        commit then swaps the segments it merged for it and drops only the tombstones it left out, so
-        adds and removes committed meanwhile stay. If another compaction got there first, start again."""
+    def compact(self, tries=2, only=None):
+        """Merge every segment (or those named in `only`) into one and drop their tombstoned items. The
+        merged file is made from a read of the committed state, outside the write lock (readers and
+        writers go on meanwhile); the commit then swaps the segments it merged for it and drops only the
+        tombstones it left out, so adds and removes committed meanwhile stay. If another merge replaced
+        some of those segments first, start again; after `tries`, merge under the write lock (writers
+        wait, readers still do not). A partial merge (`only`) just gives up."""
         for _ in range(tries):
-            segments, removed, _, ids, packed = self._read_alive()
+            segments, removed, _, ids, packed = self._read_alive(only=only)
+            if only is not None and len(segments) < 2:
+                return None
             order = np.argsort(ids, kind="stable")
             ids, packed = ids[order], packed[order]
             name = self._name("cmp", ids) if len(ids) else None
@@ -255,6 +277,8 @@ class EmbeddedStore:
             except _Retry:
                 if pending:
                     self._remove(os.path.basename(pending))
+                if only is not None:
+                    return None
                 continue
             except BaseException:
                 if pending:
@@ -264,7 +288,19 @@ class EmbeddedStore:
             crash_point("compact:committed")
             self._delete_unlisted()
             return len(ids), len(removed)
-        raise UserError(f"{self.dir.path}: other processes kept compacting the index; try compact again")
+        if only is not None:
+            return None
+        with self.catalogue.transaction() as db:
+            segments, removed = self._state(db)
+            ids, packed = self._alive(segments, removed)
+            order = np.argsort(ids, kind="stable")
+            ids, packed = ids[order], packed[order]
+            rows = [self.write_segment(ids, packed, "cmp")] if len(ids) else []
+            crash_point("compact:stored")
+            self._replace_all(db, rows, "cmp")
+        crash_point("compact:committed")
+        self._delete_unlisted()
+        return len(ids), len(removed)
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
         with self.catalogue.transaction() as db:

@@ -165,8 +165,8 @@ class MilvusStore:
         for start in range(0, len(ids), BATCH):
             self.client.delete(self.name, ids=[int(i) for i in ids[start:start + BATCH]])
 
-    def segment_count(self):
-        return 0  # Milvus manages its own segments
+    def merge_small(self, fanout):
+        pass  # Milvus manages its own segments
 
     def snapshot(self, engine="auto"):
         with self.catalogue.reading() as db:
