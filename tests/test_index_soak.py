@@ -7,10 +7,13 @@ removes 10 ids and then compacts. Checked: no answer >= 500 and no dropped conne
 added image is found by the running service at distance 0; a removed id is never returned by a search
 sent after its removal committed plus one refresh period; the final count is exactly what the writes
 imply. The numbers (searches, q/s, answers by status) are printed (pytest -s).
+
+Also the real commands on an index whose image root moved (--data-path, relocate).
 """
 import collections
 import json
 import os
+import shutil
 import threading
 import time
 
@@ -158,3 +161,32 @@ def request_delete(url, headers):
     req = urllib.request.Request(url, headers=headers, method="DELETE")
     with urllib.request.urlopen(req, timeout=60) as resp:
         return resp.status
+
+
+def test_an_index_whose_images_moved_end_to_end(trained, tmp_path):  # noqa: F811
+    """The real commands on an index whose image root moved: --data-path for one command, then relocate."""
+    t = trained
+    images = tmp_path / "images"
+    shutil.copytree(t["data"]["root"], images)
+    db_list = os.path.join(t["data"]["list_dir"], "database.txt")
+    idx = tmp_path / "idx"
+    run_cli([INDEX_PY, "build", "--model", t["ckpt"], "--list", db_list, "--data-path", images, "--out", idx])
+    rel = [line.split()[0] for line in open(db_list) if line.strip()]
+    moved = tmp_path / "moved" / "images"
+    moved.parent.mkdir()
+    shutil.move(str(images), str(moved))
+    query = str(moved / rel[5])
+    out = json.loads(run_cli([INDEX_PY, "search", "--index", idx, "--img", query, "-k", 48, "--json",
+                              "--data-path", moved]).stdout)["results"]
+    hit = next(r for r in out if r["id"] == 5)
+    assert hit["distance"] == 0 and hit["path"] == rel[5] and hit["file"] == query
+    added = run_cli([INDEX_PY, "add", "--index", idx, "--list", db_list, "--data-path", moved]).stdout
+    assert "is gone: using --data-path" in added and "added 0, 48 already in the index" in added, added
+    pred = run_cli(["predict.py", "--index", idx, "--img", query, "--topk", 3, "--data_path", moved,
+                    "--save_path", tmp_path / "pred"]).stdout
+    assert f"Found Matched Pic: {moved}" in pred, pred
+    run_cli([INDEX_PY, "relocate", "--index", idx, "--root", moved])
+    pred = run_cli(["predict.py", "--index", idx, "--img", query, "--topk", 3, "--save_path", tmp_path / "pred"]).stdout
+    assert f"Found Matched Pic: {moved}" in pred, pred
+    assert "added 0, 48 already" in run_cli([INDEX_PY, "add", "--index", idx, "--list", db_list,
+                                             "--data-path", moved]).stdout

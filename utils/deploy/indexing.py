@@ -255,15 +255,18 @@ class IndexSearcher:
         index.check_fingerprint(model_fingerprint(model), f"the model {model.source}")
         self.index, self.model, self.engine = index, model, engine
         self.refresh_seconds = refresh_seconds
-        self._refreshing = threading.Lock()
+        self._refreshing, self._swap = threading.Lock(), threading.Lock()
         self._checked = time.monotonic()
         self._snapshot = index.snapshot(engine)
 
     def refresh(self):
-        """A new snapshot of the committed state, swapped in (one assignment)."""
+        """A new snapshot of the committed state, swapped in (one assignment) unless a newer one already
+        was (two threads refreshing at once: the later state wins)."""
         snap = self.index.snapshot(self.engine)
-        self._snapshot = snap
-        return snap
+        with self._swap:
+            if (snap.generation or 0) >= (self._snapshot.generation or 0):
+                self._snapshot = snap
+            return self._snapshot
 
     @property
     def snapshot(self):
