@@ -367,3 +367,40 @@ def test_failed_start_closes_the_index(tmp_path, monkeypatch):
     assert len(closed) == 1
     with pytest.raises(sqlite3.ProgrammingError):  # its connections are closed
         closed[0].catalogue.db.execute("SELECT 1")
+
+
+def test_milvus_searcher_sees_another_handles_writes(tmp_path):
+    """The same on the Milvus backend (Milvus Lite: one process, so the other writer is a second handle)."""
+    from tests.test_index import milvus_or_skip
+
+    milvus_or_skip()
+    from PIL import Image
+
+    from utils.deploy.indexing import IndexSearcher, Source, create_index, encode_packed, sync
+    from utils.index import Index
+
+    root = tmp_path / "images"
+    files = make_images(str(root), 20)
+    model = fake_model()
+    try:
+        index = create_index(model, {"pretrained": "fake"}, str(tmp_path / "idx"), "milvus", str(tmp_path / "lite.db"),
+                             {"images": str(root)})
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"Milvus Lite cannot start here: {exc}")
+    sync(index, model, [Source(f) for f in files])
+    searcher = IndexSearcher(index, model, refresh_seconds=0)
+    old = searcher.snapshot
+    other = Index(tmp_path / "idx")
+    new = make_images(str(tmp_path / "new"), 2, 700)
+    packed, _ = encode_packed(model, new)
+    other.add(packed, new)
+    assert other.remove(paths=[os.path.basename(files[4]), str(root / os.path.basename(files[6]))])[0] == [4, 6]
+    other.compact()
+    query = Image.open(files[4]).convert("RGB")
+    for snap in (old, None):  # the stale snapshot still holds 4 and 6: they are left out all the same
+        _, hits = searcher.search(query, 30, snap)
+        assert {4, 6}.isdisjoint(h.index for h in hits) and len(hits) == 20, [h.index for h in hits]
+    _, hits = searcher.search(Image.open(new[0]).convert("RGB"), 30)
+    assert any(h.index == 20 and h.distance == 0 for h in hits)
+    other.close()
+    index.close()

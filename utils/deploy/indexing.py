@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from utils.errors import UserError
-from utils.index import Index
+from utils.index import Index, StaleSnapshot
 from utils.retrieval import binarize, pack_codes
 from utils.retrieval.code_cache import file_sha256
 
@@ -307,7 +307,13 @@ class IndexSearcher:
         packed = self.encode([image])
         snap = self.snapshot if snapshot is None else snapshot
         for attempt in range(2):
-            dist, ids = snap.search(packed, min(int(k), len(snap)) if len(snap) else int(k))
+            try:
+                dist, ids = snap.search(packed, min(int(k), len(snap)) if len(snap) else int(k))
+            except StaleSnapshot:
+                if attempt:
+                    raise
+                snap = self.refresh()
+                dist, ids = snap.search(packed, min(int(k), len(snap)) if len(snap) else int(k))
             items = self.index.alive(ids[0])
             if attempt or all(int(i) in items for i in ids[0]):
                 break

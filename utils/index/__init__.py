@@ -85,6 +85,10 @@ class EmptyIndex(UserError):
     """A search of an index that holds nothing (the service answers 409)."""
 
 
+class StaleSnapshot(Exception):
+    """A snapshot whose store changed under it (Milvus rows compacted by another writer): take a new one."""
+
+
 class IndexDir:
     """The file names of an index directory, spelled only here."""
 

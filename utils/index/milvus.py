@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from utils.errors import UserError
-from utils.index import BACKENDS, Backend, EmptyIndex
+from utils.index import BACKENDS, Backend, EmptyIndex, StaleSnapshot
 from utils.index.catalogue import Catalogue
 
 INSTALL = "pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1' 'setuptools<70' (requirements-test.txt pins them)"
@@ -62,6 +62,8 @@ class MilvusSnapshot:
             for q, raw in zip(todo, rows):
                 kept = sorted((d, i) for d, i in raw if i < self.next_id and i not in self.removed)
                 certain = len(raw) < limit or (len(kept) >= k and kept[k - 1][0] < raw[-1][0])
+                if len(raw) < limit and len(kept) < k:  # Milvus gave all it holds: rows this snapshot
+                    raise StaleSnapshot(f"Milvus collection {self.store.name} changed under the snapshot")
                 if certain or limit >= MAX_LIMIT:
                     if len(kept) < k or not certain:
                         raise UserError(f"Milvus collection {self.store.name}: more than {MAX_LIMIT} codes tie "
