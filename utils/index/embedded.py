@@ -4,7 +4,13 @@ A segment file is a 20-byte header (magic `HIDXSEG1`, bits uint32, count uint64)
 little-endian) and the packed codes (uint8, count x ceil(bits/8)). The catalogue lists every segment
 with its size and CRC-32, so a file truncated or changed by hand is found when the index is opened for
 search (a one-line error naming the file), and a file it does not list (a crash between writing the file
-and the commit) is ignored until `compact` deletes it.
+and the commit) is ignored until `compact` deletes it (under the write lock, so never a file another
+writer is about to commit; temporary files only when they are an hour old).
+
+Files: `seg-*` (an add), `dlt-*` (the delta segment of small adds: rewritten whole with each add, up to
+DELTA_MAX items, the one it replaces deleted after the commit), `cmp-*` (a merge), `rbd-*` (a rebuild).
+A compaction writes `cmp-*.bin.pending` outside the lock and renames it inside its commit. A reader that
+finds a listed file gone (replaced meanwhile) reads the catalogue again.
 """
 import math
 import os
