@@ -308,24 +308,24 @@ def test_service_status_codes_and_logged_bugs(tmp_path, caplog):
         return client.post("/search", data={"image": (io.BytesIO(img), "q.png"), "k": 5})
 
     assert ask().status_code == 200
-    original = service.searcher.search
+    original = service.searcher.rank
 
     def refuse(*a, **k):
         raise UserError("Milvus collection c: more than 16384 codes tie at the 5-th distance; ask for a smaller k")
 
-    service.searcher.search = refuse
+    service.searcher.rank = refuse
     r = ask()
     assert r.status_code == 400 and "ask for a smaller k" in r.json["error"], r.json
 
     def bug(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    service.searcher.search = bug
+    service.searcher.rank = bug
     with caplog.at_level("ERROR"):
         r = ask()
     assert r.status_code == 500 and r.json["error"] == "internal error (ZeroDivisionError)"
     assert any(rec.exc_info and rec.exc_info[0] is ZeroDivisionError for rec in caplog.records)
-    service.searcher.search = original
+    service.searcher.rank = original
     # an index emptied by another writer: 409
     index.remove(range(30))
     service.searcher.refresh()
@@ -404,3 +404,30 @@ def test_milvus_searcher_sees_another_handles_writes(tmp_path):
     assert any(h.index == 20 and h.distance == 0 for h in hits)
     other.close()
     index.close()
+
+
+def test_service_never_returns_an_id_removed_elsewhere(tmp_path):
+    """Even before its periodic refresh (here: never), the service leaves out what another writer removed
+    and compacted away, and answers 200."""
+    from utils.deploy.indexing import IndexSearcher
+    from utils.index import Index
+
+    app = serving()
+    index, model, root, lst, rel = list_index(tmp_path)
+    service = app.IndexService(IndexSearcher(index, model, refresh_seconds=1e9), "index")
+    client = app.create_app(service).test_client()
+
+    def ids():
+        r = client.post("/search", data={"image": (io.BytesIO((root / rel[0]).read_bytes()), "q.png"), "k": 30})
+        assert r.status_code == 200, r.json
+        return [h["id"] for h in r.json["results"]]
+
+    assert sorted(ids()) == list(range(30))
+    with Index(tmp_path / "idx") as other:
+        other.remove([0, 1, 2])
+    assert sorted(ids()) == list(range(3, 30))
+    with Index(tmp_path / "idx") as other:
+        other.remove([3])
+        other.compact()
+    assert sorted(ids()) == list(range(4, 30)) and service.size() == 26
+    service.close()

@@ -224,9 +224,22 @@ class IndexService:
     warm_up = Service.warm_up
 
     def search(self, image, k):
-        snapshot = self.searcher.snapshot  # one consistent state for this query
+        from utils.retrieval import unpack_codes
+
+        snapshot = self.searcher.snapshot  # one consistent state for this query (renewed outside the lock)
         with self._lock:
-            code, found = self.searcher.search(image, k, snapshot)
+            packed = self.searcher.encode([image])
+            ranked = self.searcher.rank(packed, k, snapshot)
+        if ranked is None:  # the snapshot is behind a removal: renew it (not under the model lock), rank again
+            snapshot = self.searcher.refresh()
+            with self._lock:
+                ranked = self.searcher.rank(packed, k, snapshot)
+            if ranked is None:  # removed in between: leave those out
+                snapshot = self.searcher.refresh()
+                with self._lock:
+                    ranked = self.searcher.rank_alive(packed, k, snapshot)
+        found = self.searcher.hits(*ranked)
+        code = unpack_codes(packed, self.model.bit)[0]
         results = [{"rank": h.rank, "distance": h.distance, "id": h.index, "index": h.index, "path": h.stored,
                     "labels": h.labels} for h in found]
         return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}

@@ -298,29 +298,38 @@ class IndexSearcher:
         return [Hit(rank, d, i, self.index.file(items[i][0]), list(items[i][1] or []), items[i][0])
                 for rank, (d, i) in enumerate(kept, start=1)]
 
+    def rank(self, packed, k, snapshot):
+        """Packed query codes (1, bytes) → (dist, ids, alive items) on `snapshot`, at most k (and its
+        size), or None when the snapshot is behind the catalogue: a hit the catalogue no longer holds
+        alive (removed after the snapshot was taken), or a Milvus collection changed under it."""
+        try:
+            dist, ids = snapshot.search(packed, min(int(k), len(snapshot)) if len(snapshot) else int(k))
+        except StaleSnapshot:
+            return None
+        items = self.index.alive(ids[0])
+        if not all(int(i) in items for i in ids[0]):
+            return None
+        return dist[0], ids[0], items
+
     def search(self, image, k, snapshot=None):
-        """→ (code ±1 (bit,), [Hit]) closest first, ties by id; at most k (and the snapshot's size). An
-        id the catalogue no longer holds alive (removed after the snapshot was taken) makes the search
-        run again on a new snapshot; what is still gone then (removed in between) is left out."""
+        """→ (code ±1 (bit,), [Hit]) closest first, ties by id; at most k (and the snapshot's size). A
+        snapshot behind the catalogue (see rank) is renewed and the search run again; what is gone then
+        (removed in between) is left out."""
         from utils.retrieval import unpack_codes
 
         packed = self.encode([image])
-        snap = self.snapshot if snapshot is None else snapshot
-        for attempt in range(2):
-            try:
-                dist, ids = snap.search(packed, min(int(k), len(snap)) if len(snap) else int(k))
-            except StaleSnapshot:
-                if attempt:
-                    raise
-                snap = self.refresh()
-                dist, ids = snap.search(packed, min(int(k), len(snap)) if len(snap) else int(k))
-            items = self.index.alive(ids[0])
-            if attempt or all(int(i) in items for i in ids[0]):
-                break
-            snap = self.refresh()
-            if not len(snap):
-                break
-        return unpack_codes(packed, self.model.bit)[0], self.hits(dist[0], ids[0], items)
+        found = self.rank(packed, k, self.snapshot if snapshot is None else snapshot)
+        if found is None:
+            found = self.rank_again(packed, k)
+        return unpack_codes(packed, self.model.bit)[0], self.hits(*found)
+
+    def rank_again(self, packed, k):
+        """rank() on a renewed snapshot, keeping only what is alive (a removal may commit in between)."""
+        return self.rank_alive(packed, k, self.refresh())
+
+    def rank_alive(self, packed, k, snapshot):
+        dist, ids = snapshot.search(packed, min(int(k), len(snapshot)) if len(snapshot) else int(k))
+        return dist[0], ids[0], self.index.alive(ids[0])
 
 
 def open_index_search(index_path, pretrained=None, model_dir=None, runtime=None, use_gpu=False, engine=None,
