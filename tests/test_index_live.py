@@ -430,4 +430,15 @@ def test_service_never_returns_an_id_removed_elsewhere(tmp_path):
         other.remove([3])
         other.compact()
     assert sorted(ids()) == list(range(4, 30)) and service.size() == 26
+    # the images move and another process records it: thumbnails come from the new root after a refresh
+    assert client.get("/image/5").status_code == 200
+    moved = tmp_path / "moved"
+    shutil.move(str(root), str(moved))
+    assert client.get("/image/6").status_code == 404
+    with Index(tmp_path / "idx") as other:
+        other.relocate(str(moved))
+    service.searcher.refresh_seconds = 0
+    assert client.get("/health").json["database_size"] == 26  # a request: the generation is checked
+    r = client.get("/image/6")
+    assert r.status_code == 200 and r.mimetype == "image/jpeg"
     service.close()

@@ -286,7 +286,13 @@ class IndexService:
                         f.write(data)
             with self._lock:
                 code = self.searcher.encode([image])
-            ids = self.index.add(code, [path], [labels], [digest], delta=True)
+            try:
+                ids = self.index.add(code, [path], [labels], [digest], delta=True)
+            except UserError:  # another process added the same upload meanwhile
+                known = self.index.catalogue.alive_paths().get(key)
+                if not known:
+                    raise
+                return known[0], key, False
             self.searcher.refresh()
         return int(ids[0]), key, True
 

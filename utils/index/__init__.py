@@ -158,6 +158,7 @@ class Index:
         try:
             self._migrate_paths()
             recorded = self.catalogue.get("root")
+            self._root_given = bool(data_path)
             self.root = os.path.abspath(data_path) if data_path else recorded
             if data_path and not os.path.isdir(data_path):
                 raise UserError(f"--data-path {data_path}: directory not found; give the folder the index's "
@@ -425,6 +426,8 @@ class Index:
     def snapshot(self, engine=None):
         """An immutable view for searching: later writes do not change it. Its `generation` is the
         catalogue's when it was read (compare with `generation()`)."""
+        if not self._root_given:  # another process may have relocated the index
+            self.root = self.catalogue.get("root")
         return self.store.snapshot(engine or self.meta.get("engine", "auto"))
 
     def info(self):
