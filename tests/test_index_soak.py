@@ -76,7 +76,7 @@ def test_soak_service_with_writers_in_other_processes(trained, tmp_path):  # noq
                     with lock:
                         failures.append(repr(exc))
                 with lock:
-                    log.append((sent, status, ids))
+                    log.append((sent, status, ids, time.monotonic() - sent))
                 i += CLIENTS
 
         clients = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
@@ -131,20 +131,25 @@ def test_soak_service_with_writers_in_other_processes(trained, tmp_path):  # noq
         stats = json.loads(raw)
     finally:
         server.stop()
-    by_status = collections.Counter(s for _, s, _ in log)
+    by_status = collections.Counter(entry[1] for entry in log)
+    waits = sorted(entry[3] for entry in log)
+    during = [entry[3] for entry in log if events["removed"] <= entry[0] <= events["compacted"]]
     print(f"\nsoak: {len(log)} searches in {elapsed:.1f} s by {CLIENTS} threads = {len(log) / elapsed:.1f} q/s; "
+          f"latency p50 {1000 * waits[len(waits) // 2]:.0f} ms, p95 {1000 * waits[int(0.95 * len(waits))]:.0f} ms, "
+          f"max {1000 * waits[-1]:.0f} ms (max {1000 * max(during, default=0):.0f} ms of {len(during)} sent during "
+          "the compaction); "
           f"answers by status {dict(sorted(by_status.items(), key=str))}; {len(failures)} dropped; writes: "
           f"add 40 done at {events['added'] - t0:.1f} s, remove 10 at {events['removed'] - t0:.1f} s, compact at "
           f"{events['compacted'] - t0:.1f} s ({compacted.stdout.strip()}), admin +{len(admin['added'])} "
           f"-{len(admin['deleted'])}")
     assert not failures, failures[:3]
-    assert all(s is not None and s < 500 for _, s, _ in log), by_status
+    assert all(entry[1] is not None and entry[1] < 500 for entry in log), by_status
     assert by_status[200] == len(log), by_status
     assert found == 40
-    late = [ids for sent, _, ids in log if sent > events["removed"] + REFRESH]
+    late = [ids for sent, _, ids, _ in log if sent > events["removed"] + REFRESH]
     assert late and not any(set(ids) & set(removed) for ids in late)
     assert len(removed) == 10 and len(admin["deleted"]) == 4
-    deleted_late = [ids for sent, _, ids in log if sent > events["admin_deleted"] + REFRESH]
+    deleted_late = [ids for sent, _, ids, _ in log if sent > events["admin_deleted"] + REFRESH]
     assert deleted_late
     assert not any(set(ids) & set(admin["deleted"]) for ids in deleted_late)
     expected = start_count + 40 - len(removed) + len(admin["added"]) - len(admin["deleted"])
