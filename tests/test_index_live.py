@@ -333,6 +333,20 @@ def test_service_status_codes_and_logged_bugs(tmp_path, caplog):
     assert r.status_code == 409 and "empty" in r.json["error"]
     stats = client.get("/stats").json
     assert stats["requests"] == {"search": 1, "rejected": 1, "error": 1}, stats
+    # an admin write while another process holds the write lock past the timeout: 503, not a traceback
+    service.index.catalogue.timeout = 0.2
+    service.index.catalogue.db.execute("PRAGMA busy_timeout = 200")
+    blocker = sqlite3.connect(tmp_path / "idx" / "catalogue.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    auth = {"Authorization": "Bearer t"}
+    try:
+        r = client.post("/index/add", data={"image": (io.BytesIO(img), "up.png")}, headers=auth)
+        assert r.status_code == 503 and "write lock" in r.json["error"] and r.headers["Retry-After"], r.json
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    r = client.post("/index/add", data={"image": (io.BytesIO(img), "up.png")}, headers=auth)
+    assert r.status_code == 200 and r.json["added"] and r.json["path"].startswith("@index/uploads/"), r.json
     service.close()
 
 

@@ -28,7 +28,8 @@ requests in flight finish, close the index, print one line and exit 0.
 
 Errors are JSON `{"error": "..."}`: 400 (not an image, bad k, any other UserError with its message), 404
 (no such route or index), 413 (upload larger than --max-upload-mb), 403 (admin route without the token),
-409 (empty index); 500 is a bug, logged with its traceback. Served by
+409 (empty index), 503 (an admin write waited too long for another process's write); 500 is a bug,
+logged with its traceback. Served by
 waitress (a fixed pool of --threads worker threads, request bodies bounded and spooled to disk) when
 installed, else by Flask's threaded server.
 """
@@ -354,8 +355,13 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
 
     @app.errorhandler(UserError)
     def user_error(exc):  # bad input that reached the searcher or the index: the client's to fix
-        from utils.index import EmptyIndex
+        from utils.index import EmptyIndex, IndexBusy
 
+        if isinstance(exc, IndexBusy):  # another process's long write (a --rebuild): try again later
+            counts.add("busy")
+            resp = error(503, str(exc))
+            resp.headers["Retry-After"] = "30"
+            return resp
         counts.add("rejected")
         return error(409 if isinstance(exc, EmptyIndex) else 400, str(exc))
 

@@ -48,7 +48,7 @@ import numpy as np
 from utils.errors import UserError
 from utils.fileio import write_json
 from utils.index import paths as _paths
-from utils.index.catalogue import Catalogue
+from utils.index.catalogue import Catalogue, IndexBusy  # noqa: F401 - re-exported
 from utils.registry import Registry
 
 FORMAT = "hashing-index/1"

@@ -25,6 +25,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS items_alive_path ON items(path) WHERE removed 
 CREATE TABLE IF NOT EXISTS segments (
     file TEXT PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL, crc32 INTEGER NOT NULL);
 """
+class IndexBusy(UserError):
+    """A write that waited too long for another process's write (the service answers 503)."""
+
+
 WRITE_TIMEOUT = 120.0  # seconds a write waits for another process's write (a rebuild holds it longest)
 
 
@@ -33,7 +37,7 @@ class Catalogue:
     behind `rlock`."""
 
     def __init__(self, path, create=False, timeout=WRITE_TIMEOUT):
-        self.path = path
+        self.path, self.timeout = path, timeout
         self.db = self.rdb = None
         try:
             uri = f"file:{path}" + ("" if create else "?mode=rw")
@@ -68,7 +72,13 @@ class Catalogue:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): all or nothing. Waits for another
         process's write; bumps the generation."""
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise IndexBusy(f"{self.path}: another process has held the index's write lock for more than "
+                                f"{self.timeout:g} s (a --rebuild?); try again when it is done")
             try:
                 yield self.db
                 row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
