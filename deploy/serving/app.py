@@ -23,8 +23,8 @@ The admin routes need the token of --admin-token (or $HASHING_ADMIN_TOKEN) in th
 Searches run on a snapshot of the index that an add or a delete replaces whole, so a query never sees a
 half-applied change; writes by other processes (scripts/index.py add / remove / compact) are seen
 within 0.5 s (the index's generation is checked before a search). With --index, --data_path is the
-index's image root when its images moved. SIGTERM (docker stop, systemd) and Ctrl-C stop accepting connections, let the
-requests in flight finish, close the index, print one line and exit 0.
+index's image root when its images moved. SIGTERM (docker stop, systemd) and Ctrl-C stop accepting
+connections, let the requests in flight finish, close the index, print one line and exit 0.
 
 Errors are JSON `{"error": "..."}`: 400 (not an image, bad k, any other UserError with its message), 404
 (no such route or index), 413 (upload larger than --max-upload-mb), 403 (admin route without the token),
