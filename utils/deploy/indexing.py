@@ -194,13 +194,13 @@ def sync(index, model, sources, chunk_size=256, batch_size=32, skip_bad=False, s
             raise UserError(f"{path}: {reason}; fix or remove the file, or pass --skip-bad-images")
         stats.bad.append((path, reason))
 
-    for s in sources:
+    for s, key in zip(sources, index.keys([s.path for s in sources])):
         try:
             digest = file_sha256(s.path)
         except OSError as exc:
             bad(s.path, f"cannot read ({exc.strerror or exc})")
             continue
-        old = known.get(index.key(s.path))
+        old = known.get(key)
         if old and old[1] == digest:
             stats.unchanged += 1
         else:

@@ -255,6 +255,9 @@ class Index:
         """The stored spelling of the image file at `path` (relative to the current directory or absolute)."""
         return _paths.to_key(path, self.root, self.index_dir)
 
+    def keys(self, paths):
+        return _paths.to_keys(paths, self.root, self.index_dir)
+
     def file(self, key):
         """The image file of a stored path."""
         return _paths.to_file(key, self.root, self.index_dir)
@@ -347,7 +350,7 @@ class Index:
         never reused)."""
         n = len(paths)
         packed = self._check_codes(packed, n)
-        keys = [self.key(p) for p in paths]
+        keys = self.keys(paths)
         labels = list(labels) if labels is not None else [None] * n
         hashes = list(hashes) if hashes is not None else [""] * n
         if n == 0:

@@ -16,31 +16,52 @@ import os
 INDEX_PREFIX = "@index/"
 
 
-def _under(path, root):
-    """`path` relative to `root` with / separators, or None when it is not inside it."""
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:  # another drive (Windows)
+def _inside(full, base):
+    """`full` relative to `base` (both absolute and normalised) with / separators, or None: a string test."""
+    if base == os.sep:
+        rel = full[1:]
+    elif full.startswith(base + os.sep):
+        rel = full[len(base) + 1:]
+    else:
         return None
-    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-        return None
-    return rel.replace(os.sep, "/")
+    return rel.replace(os.sep, "/") if rel else None
+
+
+def to_keys(paths, root=None, index_dir=None):
+    """The stored spellings of the files at `paths` (relative to the current directory, or absolute): a
+    file lexically under the index directory or the root is spelled relative to it; otherwise its real
+    path (symlinks resolved, each directory's once per call) is tried the same way; else it stays
+    absolute."""
+    bases = [(os.path.abspath(b), prefix) for b, prefix in ((index_dir, INDEX_PREFIX), (root, "")) if b]
+    real_bases = [(os.path.realpath(b), prefix) for b, prefix in bases]
+    real_dirs = {}
+    cwd = os.getcwd().rstrip("/")  # "" for /
+    out = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.sep == "/" and not path.startswith("/") and "//" not in path and "/." not in "/" + path \
+                and not path.endswith("/"):
+            full = cwd + "/" + path  # already normal: what abspath would give, without its cost
+        else:
+            full = os.path.abspath(path)
+        key = next((prefix + rel for base, prefix in bases if (rel := _inside(full, base)) is not None), None)
+        if key is None and root:  # not under a base as spelled: through its symlinks?
+            if os.path.islink(full):
+                real = os.path.realpath(full)
+            else:
+                folder, name = os.path.split(full)
+                if folder not in real_dirs:
+                    real_dirs[folder] = os.path.realpath(folder)
+                real = os.path.join(real_dirs[folder], name)
+            key = next((prefix + rel for base, prefix in real_bases if (rel := _inside(real, base)) is not None),
+                       None)
+        out.append(full if key is None else key)
+    return out
 
 
 def to_key(path, root=None, index_dir=None):
-    """The stored spelling of the file at `path` (relative to the current directory, or absolute)."""
-    full = os.path.normpath(os.path.abspath(path))
-    real = None
-    for base, prefix in ((index_dir, INDEX_PREFIX), (root, "")):
-        if not base:
-            continue
-        rel = _under(full, base)
-        if rel is None:
-            real = real or os.path.realpath(full)
-            rel = _under(real, os.path.realpath(base))
-        if rel is not None:
-            return prefix + rel
-    return full
+    """The stored spelling of the file at `path` (see to_keys)."""
+    return to_keys([path], root, index_dir)[0]
 
 
 def to_file(key, root=None, index_dir=None):
