@@ -82,13 +82,16 @@ def main(argv=None):
         from utils.deploy.indexing import open_index_search
 
         searcher = open_index_search(args.index, args.pretrained, args.model_dir,
-                                     args.backend if args.model_dir else None, args.use_gpu)
-        if args.bit is not None and searcher.model.bit != args.bit:
-            raise UserError(f"--bit {args.bit} but the index holds {searcher.model.bit}-bit codes")
-        print(f"----- Index {args.index}: {len(searcher)} items; model {searcher.model.source}")
-        database = None
-        _, hits = searcher.search(query, min(args.topk, max(len(searcher), 1)))
-        searcher.index.close()
+                                     args.backend if args.model_dir else None, args.use_gpu,
+                                     data_path=args.data_path)  # the index's image root, if its images moved
+        try:
+            if args.bit is not None and searcher.model.bit != args.bit:
+                raise UserError(f"--bit {args.bit} but the index holds {searcher.model.bit}-bit codes")
+            print(f"----- Index {args.index}: {len(searcher)} items; model {searcher.model.source}")
+            database = None
+            _, hits = searcher.search(query, min(args.topk, max(len(searcher), 1)))
+        finally:
+            searcher.index.close()
     else:
         searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, args.bit, args.save_path,
                                args.dataset, args.data_path, args.list_dir, args.batch_size, args.skip_bad_images,

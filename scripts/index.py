@@ -3,15 +3,20 @@
     python scripts/index.py build   --model M (--list L --data-path DIR | --images DIR) --out IDX
                                     [--backend embedded|milvus] [--uri URI] [--chunk-size 256]
     python scripts/index.py add     --index IDX (--list L --data-path DIR | --images DIR) [--rebuild --model M]
-    python scripts/index.py remove  --index IDX (--ids 3,7 | --paths P ...) [--skip-missing]
+    python scripts/index.py remove  --index IDX (--ids 3,7 | --paths P ... | --list L) [--skip-missing]
     python scripts/index.py compact --index IDX
+    python scripts/index.py relocate --index IDX --root NEW        # the images moved to NEW
     python scripts/index.py info    --index IDX [--json]
     python scripts/index.py search  --index IDX --img FILE [-k 10] [--json]
 
 M is a checkpoint (best.pdparams), a training output folder, or an exported model directory
 (export_model.py; --runtime paddle|onnx). The index records its backend (and URI) and its model, so the
-later commands need only --index. A build stopped by Ctrl-C, SIGTERM or a kill keeps every committed
-chunk; the same command continues it. See README "Index".
+later commands need only --index. Paths are stored relative to the index's image root (the --data-path
+or --images of the build): --paths takes any spelling of the same file (as the list writes it, relative
+to the current directory, absolute, through a symlink). When the images moved, `relocate --root NEW`
+records it, or `--data-path NEW` uses it for one command. Several commands and the service may write
+the same index at once: the writes take turns. A build stopped by Ctrl-C, SIGTERM or a kill keeps
+every committed chunk; the same command continues it. See README "Index".
 """
 import argparse
 import json
@@ -57,16 +62,27 @@ def parse_args(argv=None):
     model(q)
     q.add_argument("--rebuild", action="store_true", help="--model differs from the index's: re-encode the index")
     sources(q)
+    def moved(q):
+        q.add_argument("--data-path", "--data_path", dest="data_path",
+                       help="the index's image root, if its images moved (see relocate)")
+
     q = sub.add_parser("remove", help="remove items by id or path")
     q.add_argument("--index", required=True)
     q.add_argument("--ids", help="comma-separated ids, e.g. 3,7")
-    q.add_argument("--paths", nargs="+", help="paths as stored in the index")
+    q.add_argument("--paths", nargs="+", help="image files: as the list writes them, relative to the current "
+                                              "directory or absolute")
+    q.add_argument("--list", help="remove the images of this HashNet list (paths relative to the image root)")
     q.add_argument("--skip-missing", action="store_true", help="count unknown ids/paths instead of failing")
+    moved(q)
     q = sub.add_parser("compact", help="merge segments, drop removed items")
     q.add_argument("--index", required=True)
+    q = sub.add_parser("relocate", help="the images moved: record their new image root")
+    q.add_argument("--index", required=True)
+    q.add_argument("--root", required=True, help="the folder that now holds the images (the new --data-path)")
     q = sub.add_parser("info", help="size, model, bits, backend, disk and memory use")
     q.add_argument("--index", required=True)
     q.add_argument("--json", action="store_true")
+    moved(q)
     q = sub.add_parser("search", help="the closest items to a query image")
     q.add_argument("--index", required=True)
     q.add_argument("--img", required=True)
@@ -75,6 +91,7 @@ def parse_args(argv=None):
                    help="embedded backend: exact engine of utils.retrieval (default auto)")
     q.add_argument("--json", action="store_true")
     model(q)
+    moved(q)
     args = p.parse_args(argv)
     for name in ("chunk_size", "batch_size", "k"):
         if getattr(args, name, 1) <= 0:
@@ -128,6 +145,11 @@ def add(args):
     from utils.index import Index
 
     index = Index(args.index)
+    if args.data_path and index.root_missing():  # the images moved: --data-path is the root now
+        index.close()
+        index = Index(args.index, data_path=args.data_path)
+        print(f"----- the index's image root {index.catalogue.get('root')} is gone: using --data-path "
+              f"{args.data_path} (scripts/index.py relocate records it)", flush=True)
     try:
         model, record = index_model(index, args.model, args.runtime, args.use_gpu, rebuild=args.rebuild)
         if args.rebuild:
@@ -143,16 +165,34 @@ def add(args):
 def remove(args):
     from utils.index import Index
 
-    if not args.ids and not args.paths:
-        raise UserError("remove: give --ids 3,7 or --paths P ...")
+    if not args.ids and not args.paths and not args.list:
+        raise UserError("remove: give --ids 3,7, --paths P ... or --list L")
     try:
         ids = [int(t) for t in args.ids.split(",") if t.strip()] if args.ids else []
     except ValueError:
         raise UserError(f"--ids {args.ids}: expected comma-separated whole numbers, e.g. --ids 3,7")
-    with Index(args.index) as index:
-        removed, missing = index.remove(ids, args.paths or (), missing_ok=args.skip_missing)
+    paths = list(args.paths or ())
+    with Index(args.index, data_path=args.data_path) as index:
+        if args.list:
+            from utils.data.lists import read_list
+
+            # the list's paths are relative to the image root: spell them as the index stores them
+            paths += [index.file(p) if not os.path.isabs(p) else p
+                      for p in read_list(args.list, allow_absolute=True).paths]
+        removed, missing = index.remove(ids, paths, missing_ok=args.skip_missing)
         skipped = f", skipped {len(missing)} not in the index ({', '.join(missing[:5])})" if missing else ""
         print(f"----- removed {len(removed)}{skipped}; {len(index)} items left", flush=True)
+    return 0
+
+
+def relocate(args):
+    from utils.index import Index
+
+    with Index(args.index) as index:
+        old = index.root
+        sampled, found = index.relocate(args.root)
+        print(f"----- image root of {args.index}: {old} -> {index.root} ({found} of {sampled} sampled images "
+              "found there)", flush=True)
     return 0
 
 
@@ -168,7 +208,7 @@ def compact(args):
 def info(args):
     from utils.index import Index
 
-    with Index(args.index) as index:
+    with Index(args.index, data_path=args.data_path) as index:
         out = index.info()
     if args.json:
         print(json.dumps(out, indent=2))
@@ -179,7 +219,7 @@ def info(args):
              ("bits", out["bit"]), ("backend", out["backend"] + (f" {out['uri']} ({out['collection']})"
                                                                if out.get("uri") else "")),
              ("model", model.get("model_dir") or model.get("pretrained")),
-             ("source", out.get("source")), ("segments", out.get("segments", "-")),
+             ("source", out.get("source")), ("root", out.get("root")), ("segments", out.get("segments", "-")),
              ("disk", f"{out['disk_bytes'] / 2**20:.2f} MB"),
              ("memory", f"{mem / 2**20:.2f} MB of codes and ids when searching" if mem is not None
               else "held by the Milvus server")]
@@ -196,23 +236,25 @@ def search(args):
         image = open_image(args.img)
     except ImageError as exc:
         raise UserError(f"--img {args.img}: {exc}")
-    searcher = open_index_search(args.index, args.model, None, args.runtime, args.use_gpu, args.engine)
+    searcher = open_index_search(args.index, args.model, None, args.runtime, args.use_gpu, args.engine,
+                                 data_path=args.data_path)
     try:
         _, hits = searcher.search(image, min(args.k, max(len(searcher), 1)))
     finally:
         searcher.index.close()
     if args.json:
-        print(json.dumps({"results": [{"id": h.index, "path": h.path, "distance": h.distance} for h in hits]}))
+        print(json.dumps({"results": [{"id": h.index, "path": h.stored, "file": h.path, "distance": h.distance}
+                                      for h in hits]}))
     else:
         print(f"{'rank':>4}  {'id':>8}  {'hamming':>7}  path")
         for h in hits:
-            print(f"{h.rank:>4}  {h.index:>8}  {h.distance:>7}  {h.path}")
+            print(f"{h.rank:>4}  {h.index:>8}  {h.distance:>7}  {h.stored}")
     return 0
 
 
 def main(argv=None):
     args = parse_args(argv)
-    return {"build": build, "add": add, "remove": remove, "compact": compact, "info": info,
+    return {"build": build, "add": add, "remove": remove, "compact": compact, "relocate": relocate, "info": info,
             "search": search}[args.command](args)
 
 

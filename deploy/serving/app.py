@@ -21,11 +21,15 @@ or the preprocessing changed). Then:
 The admin routes need the token of --admin-token (or $HASHING_ADMIN_TOKEN) in the header
 `Authorization: Bearer <token>` (or `X-Admin-Token`); without a configured token they answer 403.
 Searches run on a snapshot of the index that an add or a delete replaces whole, so a query never sees a
-half-applied change. SIGTERM (docker stop, systemd) and Ctrl-C stop accepting connections, let the
-requests in flight finish, close the index, print one line and exit 0.
+half-applied change; writes by other processes (scripts/index.py add / remove / compact) are seen
+within 0.5 s (the index's generation is checked before a search). With --index, --data_path is the
+index's image root when its images moved. SIGTERM (docker stop, systemd) and Ctrl-C stop accepting
+connections, let the requests in flight finish, close the index, print one line and exit 0.
 
-Errors are JSON `{"error": "..."}`: 400 (not an image, bad k), 404 (no such route or index), 413
-(upload larger than --max-upload-mb), 403 (admin route without the token), 409 (empty index). Served by
+Errors are JSON `{"error": "..."}`: 400 (not an image, bad k, any other UserError with its message), 404
+(no such route or index), 413 (upload larger than --max-upload-mb), 403 (admin route without the token),
+409 (empty index), 503 (an admin write waited too long for another process's write); 500 is a bug,
+logged with its traceback. Served by
 waitress (a fixed pool of --threads worker threads, request bodies bounded and spooled to disk) when
 installed, else by Flask's threaded server.
 """
@@ -133,7 +137,7 @@ class Service:
     def search(self, image, k):
         """PIL image → the /search answer (paths relative to the image root, as in the list)."""
         with self._lock:
-            code, found = self.searcher.search(image, k)
+            code, found = self.searcher.search(image, min(k, self.size()))
         paths = self.database.list.paths
         results = [{"rank": hit.rank, "distance": hit.distance, "index": hit.index, "path": paths[hit.index],
                     "labels": hit.labels} for hit in found]
@@ -161,7 +165,9 @@ class Service:
 
 class IndexService:
     """The same routes over an index (utils.deploy.indexing.IndexSearcher), plus the admin writes. A search
-    takes the current snapshot once; a write builds the next snapshot and swaps it in (one assignment)."""
+    takes the current snapshot once; the searcher renews it when the index's generation moved on (a write
+    of this service, or of any other process: scripts/index.py add / remove / compact), so other writers'
+    changes are seen within `refresh_seconds` without a restart."""
 
     def __init__(self, searcher, backend):
         from utils.retrieval import codes_to_hex
@@ -170,15 +176,28 @@ class IndexService:
         self.index = searcher.index
         self._hex = codes_to_hex
         self._lock = threading.Lock()  # the model (see Service)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # this process's writes; other processes' wait in the catalogue
 
     warm_up = Service.warm_up
 
     def search(self, image, k):
-        snapshot = self.searcher.snapshot  # one consistent state for this query
+        from utils.retrieval import unpack_codes
+
+        snapshot = self.searcher.snapshot  # one consistent state for this query (renewed outside the lock)
         with self._lock:
-            code, found = self.searcher.search(image, min(k, len(snapshot)), snapshot)
-        results = [{"rank": h.rank, "distance": h.distance, "id": h.index, "index": h.index, "path": h.path,
+            packed = self.searcher.encode([image])
+            ranked = self.searcher.rank(packed, k, snapshot)
+        if ranked is None:  # the snapshot is behind a removal: renew it (not under the model lock), rank again
+            snapshot = self.searcher.refresh()
+            with self._lock:
+                ranked = self.searcher.rank(packed, k, snapshot)
+            if ranked is None:  # removed in between: leave those out
+                snapshot = self.searcher.refresh()
+                with self._lock:
+                    ranked = self.searcher.rank_alive(packed, k, snapshot)
+        found = self.searcher.hits(*ranked)
+        code = unpack_codes(packed, self.model.bit)[0]
+        results = [{"rank": h.rank, "distance": h.distance, "id": h.index, "index": h.index, "path": h.stored,
                     "labels": h.labels} for h in found]
         return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}
 
@@ -190,18 +209,20 @@ class IndexService:
 
     def stats(self):
         info = self.index.info()
-        info["searchable"] = self.size()
+        snapshot = self.searcher.snapshot
+        info["searchable"] = len(snapshot)
+        info["snapshot_generation"] = snapshot.generation
         return info
 
     def image_path(self, key):
         item = self.index.describe([int(key)]).get(int(key)) if re.fullmatch(r"[0-9]{1,12}", key) else None
         if item is None:
             return None, f"no item {key!r} in the index (ids come from /search results)"
-        return item[0], None
+        return self.index.file(item[0]), None
 
     def add(self, data, image, labels=None):
-        """Store an uploaded image under the index's uploads/ (named by its content hash) and index it.
-        → (id, path, added?)"""
+        """Store an uploaded image under the index's uploads/ (named by its content hash) and index it
+        (into the delta segment). → (id, stored path, added?)"""
         import hashlib
 
         from utils.fileio import atomic_path
@@ -211,19 +232,26 @@ class IndexService:
         folder = IndexDir(self.index.dir.path).uploads
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, digest + ".img")
+        key = self.index.key(path)
         with self._write_lock:
-            known = self.index.catalogue.alive_paths().get(path)
+            known = self.index.catalogue.alive_paths().get(key)
             if known:
-                return known[0], path, False
+                return known[0], key, False
             if not os.path.isfile(path):
                 with atomic_path(path) as tmp:
                     with open(tmp, "wb") as f:
                         f.write(data)
             with self._lock:
                 code = self.searcher.encode([image])
-            ids = self.index.add(code, [path], [labels], [digest])
+            try:
+                ids = self.index.add(code, [path], [labels], [digest], delta=True)
+            except UserError:  # another process added the same upload meanwhile
+                known = self.index.catalogue.alive_paths().get(key)
+                if not known:
+                    raise
+                return known[0], key, False
             self.searcher.refresh()
-        return int(ids[0]), path, True
+        return int(ids[0]), key, True
 
     def delete(self, item_id):
         """→ True when removed, False when there is no such item."""
@@ -235,6 +263,21 @@ class IndexService:
 
     def close(self):
         self.index.close()
+
+
+class Counts:
+    """Requests served by route, counted from waitress's worker threads (under a lock)."""
+
+    def __init__(self):
+        self._counts, self._lock = collections.Counter(), threading.Lock()
+
+    def add(self, key):
+        with self._lock:
+            self._counts[key] += 1
+
+    def as_dict(self):
+        with self._lock:
+            return dict(self._counts)
 
 
 def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, default_k=10, admin_token=None):
@@ -251,7 +294,7 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
     app.json.sort_keys = False
     thumbs = LRUBytes(THUMB_CACHE)
-    started, counts = time.time(), collections.Counter()
+    started, counts = time.time(), Counts()
 
     def error(status, message):
         resp = jsonify({"error": message})
@@ -266,9 +309,22 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
     def http_error(exc):
         return error(exc.code or 500, exc.description or exc.name)
 
+    @app.errorhandler(UserError)
+    def user_error(exc):  # bad input that reached the searcher or the index: the client's to fix
+        from utils.index import EmptyIndex, IndexBusy
+
+        if isinstance(exc, IndexBusy):  # another process's long write (a --rebuild): try again later
+            counts.add("busy")
+            resp = error(503, str(exc))
+            resp.headers["Retry-After"] = "30"
+            return resp
+        counts.add("rejected")
+        return error(409 if isinstance(exc, EmptyIndex) else 400, str(exc))
+
     @app.errorhandler(Exception)
-    def internal_error(exc):
-        app.logger.exception("unhandled error")
+    def internal_error(exc):  # a bug: logged with its traceback
+        app.logger.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+        counts.add("error")
         return error(500, f"internal error ({type(exc).__name__})")
 
     @app.after_request
@@ -290,8 +346,8 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
 
     @app.get("/stats")
     def stats():
-        return jsonify({**service.stats(), "requests": dict(counts), "uptime_seconds": round(time.time() - started, 1),
-                        "admin": bool(admin_token)})
+        return jsonify({**service.stats(), "requests": counts.as_dict(),
+                        "uptime_seconds": round(time.time() - started, 1), "admin": bool(admin_token)})
 
     def admin_refusal():
         """None when the request carries the admin token, else the 403 answer."""
@@ -335,7 +391,7 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
         if err:
             return err
         item_id, path, added = service.add(got[0], got[1], labels)
-        counts["add"] += 1
+        counts.add("add")
         return jsonify({"id": item_id, "path": path, "added": added, "database_size": service.size()})
 
     @app.delete("/index/<item>")
@@ -345,7 +401,7 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
             return refused
         if not re.fullmatch(r"[0-9]{1,18}", item) or not service.delete(int(item)):
             return error(404, f"no item {item!r} in the index")
-        counts["delete"] += 1
+        counts.add("delete")
         return jsonify({"removed": int(item), "database_size": service.size()})
 
     @app.post("/search")
@@ -363,8 +419,8 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
         if service.size() == 0:
             return error(409, "the index is empty: add images first")
         start = time.perf_counter()
-        out = service.search(got[1], min(k, service.size()))
-        counts["search"] += 1
+        out = service.search(got[1], k)
+        counts.add("search")
         out["milliseconds"] = round(1000 * (time.perf_counter() - start), 2)
         return jsonify(out)
 
@@ -385,17 +441,23 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
 
 
 def build_service(args, log=print):
-    """Load the model and the database codes (from the cache, or encoded now), or open the index."""
+    """Load the model and the database codes (from the cache, or encoded now), or open the index. What a
+    failed start opened is closed again."""
     if args.index:
         from utils.deploy.indexing import open_index_search
 
         searcher = open_index_search(args.index, args.pretrained, args.model_dir,
-                                     args.backend if args.model_dir else None, args.use_gpu)
-        log(f"----- Index {args.index}: {len(searcher)} items, {searcher.model.bit}-bit codes of "
-            f"{searcher.model.source}")
-        service = IndexService(searcher, args.backend if args.model_dir else "index")
-        if len(searcher):
-            service.warm_up()
+                                     args.backend if args.model_dir else None, args.use_gpu,
+                                     data_path=args.data_path)
+        try:
+            log(f"----- Index {args.index}: {len(searcher)} items, {searcher.model.bit}-bit codes of "
+                f"{searcher.model.source}")
+            service = IndexService(searcher, args.backend if args.model_dir else "index")
+            if len(searcher):
+                service.warm_up()
+        except BaseException:
+            searcher.index.close()
+            raise
         return service
     from utils.deploy.searcher import open_search
 
@@ -495,9 +557,9 @@ def main(argv=None):
     args = parse_args(argv)
     check_port(args.host, args.port)
     service = build_service(args)
-    app = create_app(service, args.max_upload_mb, args.max_k, args.max_pixels, admin_token=args.admin_token)
-    stop = GracefulStop().install()
     try:
+        app = create_app(service, args.max_upload_mb, args.max_k, args.max_pixels, admin_token=args.admin_token)
+        stop = GracefulStop().install()
         # the app answers 413 (JSON) up to this size; waitress refuses anything more than 1 MB beyond it
         how = serve(app, args.host, args.port, args.threads, int(args.max_upload_mb * 1024 * 1024) + (1 << 20), stop)
     finally:

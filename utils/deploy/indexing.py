@@ -6,6 +6,10 @@ search by image for predict.py --index and the service.
     stats = sync(index, model, scan_sources(images="photos"))   # encodes only what the index lacks
     searcher = IndexSearcher(Index("output/index"), model); code, hits = searcher.search(pil_image, 10)
 
+The searcher follows other writers: before a search it compares the index's generation with its
+snapshot's (at most every `refresh_seconds`) and swaps in a new snapshot when they differ; hits removed
+from the index after the snapshot was taken are never returned.
+
 The model is recorded in the index (where it is, and the fingerprint of its weights, preprocessing and
 code length), so later commands need only --index; a different model is refused (or, with --rebuild,
 re-encodes the index). Images are encoded in chunks, each committed as it finishes: an interrupted build
@@ -16,13 +20,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from utils.data.images import IMAGE_EXTENSIONS, list_image_files
 from utils.errors import UserError
-from utils.index import Index
+from utils.index import Index, StaleSnapshot
 from utils.retrieval import binarize, pack_codes
 from utils.retrieval.code_cache import file_sha256
 
@@ -30,7 +35,7 @@ from utils.retrieval.code_cache import file_sha256
 
 @dataclass(frozen=True)
 class Source:
-    path: str  # as stored in the index: the image root joined with the list's path
+    path: str  # the image file: the image root joined with the list's path (stored relative to the root)
     labels: tuple = None  # label indices, or None
 
 
@@ -99,8 +104,19 @@ def index_model(index, model_path=None, runtime=None, use_gpu=False, rebuild=Fal
 
 
 def create_index(model, record, out, backend="embedded", uri=None, source=None):
+    """A new index; its image root is the source's (--data-path of a list, or the --images folder)."""
+    source = source or {}
     return Index.create(out, model.bit, model_fingerprint(model), backend, uri,
-                        extra={"model": record, "source": source})
+                        extra={"model": record, "source": source},
+                        root=source.get("data_path") or source.get("images"))
+
+
+def check_root(index):
+    """UserError when the image root the index records is gone (the images moved) while items live there."""
+    if index.root_missing():
+        raise UserError(f"--index {index.dir.path}: its image root {index.root} is gone (moved?); record the new "
+                        f"one with: scripts/index.py relocate --index {index.dir.path} --root NEW "
+                        "(or pass --data-path NEW)")
 
 
 def encode_packed(model, paths, batch_size=32, on_error=None):
@@ -166,6 +182,7 @@ def sync(index, model, sources, chunk_size=256, batch_size=32, skip_bad=False, s
     the same commit. Unreadable files: UserError naming the file (nothing of that chunk is committed),
     or counted and skipped with `skip_bad`."""
     stats = SyncStats()
+    check_root(index)
     known = index.catalogue.alive_paths()
     todo = []
 
@@ -174,13 +191,13 @@ def sync(index, model, sources, chunk_size=256, batch_size=32, skip_bad=False, s
             raise UserError(f"{path}: {reason}; fix or remove the file, or pass --skip-bad-images")
         stats.bad.append((path, reason))
 
-    for s in sources:
+    for s, key in zip(sources, index.keys([s.path for s in sources])):
         try:
             digest = file_sha256(s.path)
         except OSError as exc:
             bad(s.path, f"cannot read ({exc.strerror or exc})")
             continue
-        old = known.get(s.path)
+        old = known.get(key)
         if old and old[1] == digest:
             stats.unchanged += 1
         else:
@@ -225,17 +242,41 @@ def rebuild(index, model, record, batch_size=32, log=print):
 
 # ----------------------------------------------------------------------------------------- search
 class IndexSearcher:
-    """Search an index by image. `snapshot` is replaced whole after a write (`refresh`), so a search always
-    sees one consistent state. Hits carry the item id in `Hit.index`."""
+    """Search an index by image. A search uses one snapshot (one consistent state); the snapshot is
+    replaced whole when the index's generation moved on (a write by this process or any other), checked
+    at most every `refresh_seconds` and by one thread at a time (the others go on with the current one).
+    Hits carry the item id in `Hit.index`, the image file in `Hit.path`, the path as stored (as the list
+    writes it) in `Hit.stored`."""
 
-    def __init__(self, index, model, engine=None):
+    def __init__(self, index, model, engine=None, refresh_seconds=0.5):
         index.check_fingerprint(model_fingerprint(model), f"the model {model.source}")
         self.index, self.model, self.engine = index, model, engine
-        self.snapshot = index.snapshot(engine)
+        self.refresh_seconds = refresh_seconds
+        self._refreshing, self._swap = threading.Lock(), threading.Lock()
+        self._checked = time.monotonic()
+        self._snapshot = index.snapshot(engine)
 
     def refresh(self):
-        self.snapshot = self.index.snapshot(self.engine)
-        return self.snapshot
+        """A new snapshot of the committed state, swapped in (one assignment) unless a newer one already
+        was (two threads refreshing at once: the later state wins)."""
+        snap = self.index.snapshot(self.engine)
+        with self._swap:
+            if (snap.generation or 0) >= (self._snapshot.generation or 0):
+                self._snapshot = snap
+            return self._snapshot
+
+    @property
+    def snapshot(self):
+        """The current snapshot, renewed first when the index changed since (see the class)."""
+        now = time.monotonic()
+        if now - self._checked >= self.refresh_seconds and self._refreshing.acquire(blocking=False):
+            try:
+                self._checked = now
+                if self.index.generation() != self._snapshot.generation:
+                    self.refresh()
+            finally:
+                self._refreshing.release()
+        return self._snapshot
 
     def __len__(self):
         return len(self.snapshot)
@@ -245,24 +286,57 @@ class IndexSearcher:
         batch = np.stack([self.model.preprocess(img) for img in images])
         return pack_codes(binarize(self.model.encoder.run(batch)))
 
-    def hits(self, dist, ids):
+    def hits(self, dist, ids, items=None):
+        """Hits of the ids that are in the index now (`items`: Index.alive of them)."""
         from utils.deploy.searcher import Hit
 
-        items = self.index.describe(ids)
-        return [Hit(rank, int(d), int(i), items[int(i)][0], list(items[int(i)][1] or []))
-                for rank, (d, i) in enumerate(zip(dist, ids), start=1)]
+        items = self.index.alive(ids) if items is None else items
+        kept = [(int(d), int(i)) for d, i in zip(dist, ids) if int(i) in items]
+        return [Hit(rank, d, i, self.index.file(items[i][0]), list(items[i][1] or []), items[i][0])
+                for rank, (d, i) in enumerate(kept, start=1)]
+
+    def rank(self, packed, k, snapshot):
+        """Packed query codes (1, bytes) → (dist, ids, alive items) on `snapshot`, at most k (and its
+        size), or None when the snapshot is behind the catalogue: a hit the catalogue no longer holds
+        alive (removed after the snapshot was taken), or a Milvus collection changed under it."""
+        try:
+            dist, ids = snapshot.search(packed, min(int(k), len(snapshot)) if len(snapshot) else int(k))
+        except StaleSnapshot:
+            return None
+        items = self.index.alive(ids[0])
+        if not all(int(i) in items for i in ids[0]):
+            return None
+        return dist[0], ids[0], items
 
     def search(self, image, k, snapshot=None):
-        """→ (code ±1 (bit,), [Hit]) closest first, ties by id."""
-        packed = self.encode([image])
-        dist, ids = (snapshot or self.snapshot).search(packed, k)
+        """→ (code ±1 (bit,), [Hit]) closest first, ties by id; at most k (and the snapshot's size). A
+        snapshot behind the catalogue (see rank) is renewed and the search run again; what is gone then
+        (removed in between) is left out."""
         from utils.retrieval import unpack_codes
 
-        return unpack_codes(packed, self.model.bit)[0], self.hits(dist[0], ids[0])
+        packed = self.encode([image])
+        found = self.rank(packed, k, self.snapshot if snapshot is None else snapshot)
+        if found is None:
+            found = self.rank_again(packed, k)
+        return unpack_codes(packed, self.model.bit)[0], self.hits(*found)
+
+    def rank_again(self, packed, k):
+        """rank() on a renewed snapshot, keeping only what is alive (a removal may commit in between)."""
+        return self.rank_alive(packed, k, self.refresh())
+
+    def rank_alive(self, packed, k, snapshot):
+        dist, ids = snapshot.search(packed, min(int(k), len(snapshot)) if len(snapshot) else int(k))
+        return dist[0], ids[0], self.index.alive(ids[0])
 
 
-def open_index_search(index_path, pretrained=None, model_dir=None, runtime=None, use_gpu=False, engine=None):
-    """predict.py --index and the service: the index, its model (or the one given, which must match)."""
-    index = Index(index_path)
-    model, _ = index_model(index, model_dir or pretrained, runtime, use_gpu)
-    return IndexSearcher(index, model, engine)
+def open_index_search(index_path, pretrained=None, model_dir=None, runtime=None, use_gpu=False, engine=None,
+                      data_path=None):
+    """predict.py --index and the service: the index (its images under `data_path` when they moved), its
+    model (or the one given, which must match). Nothing stays open when it fails."""
+    index = Index(index_path, data_path=data_path)
+    try:
+        model, _ = index_model(index, model_dir or pretrained, runtime, use_gpu)
+        return IndexSearcher(index, model, engine)
+    except BaseException:
+        index.close()
+        raise

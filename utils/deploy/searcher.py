@@ -28,6 +28,7 @@ class Hit:
     index: int  # position in the database list
     path: str  # the image file (image root joined with the list's path)
     labels: list  # the label indices of the database image
+    stored: str = None  # an index's item: its path as the index stores it (relative to its image root)
 
 
 @dataclass

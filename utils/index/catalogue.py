@@ -1,7 +1,13 @@
 """The catalogue of an index: one SQLite file holding every item (stable integer id, path, labels,
 content hash, tombstone), the embedded backend's segment files, and the index's metadata (the model
-fingerprint, the next id, the build source). Every change is one SQLite transaction (WAL journal,
-synchronous=FULL), so a crash leaves the previous or the new state. No Paddle here.
+fingerprint, the next id, the image root, the build source, the generation). Every change is one SQLite
+transaction (WAL journal, synchronous=FULL), so a crash leaves the previous or the new state. No Paddle here.
+
+Several processes may hold the same catalogue: writes serialise through SQLite's write lock
+(`BEGIN IMMEDIATE`, waiting up to `timeout` seconds for another writer), and every write transaction
+bumps the `generation` in `meta`, so a reader learns cheaply that something changed. Reads go through a
+second connection: in WAL mode they see the last committed state and never wait for a writer, in this
+process or another.
 """
 import contextlib
 import json
@@ -19,38 +25,64 @@ CREATE UNIQUE INDEX IF NOT EXISTS items_alive_path ON items(path) WHERE removed 
 CREATE TABLE IF NOT EXISTS segments (
     file TEXT PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL, crc32 INTEGER NOT NULL);
 """
+class IndexBusy(UserError):
+    """A write that waited too long for another process's write (the service answers 503)."""
+
+
+WRITE_TIMEOUT = 120.0  # seconds a write waits for another process's write (a rebuild holds it longest)
 
 
 class Catalogue:
-    """A thread-safe handle on `catalogue.sqlite` (one connection behind a lock)."""
+    """A thread-safe handle on `catalogue.sqlite`: a write connection behind `lock`, a read connection
+    behind `rlock`."""
 
-    def __init__(self, path, create=False):
-        self.path = path
+    def __init__(self, path, create=False, timeout=WRITE_TIMEOUT):
+        self.path, self.timeout = path, timeout
+        self.db = self.rdb = None
         try:
             uri = f"file:{path}" + ("" if create else "?mode=rw")
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None,
+                                      timeout=timeout)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             if create:
                 self.db.executescript(SCHEMA)
             self.db.execute("SELECT count(*) FROM items").fetchone()
             self.db.execute("SELECT count(*) FROM segments").fetchone()
+            self.rdb = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False,
+                                       isolation_level=None, timeout=timeout)
         except sqlite3.Error as exc:
+            self._close_connections()
             raise UserError(f"{path}: not a readable index catalogue ({exc}); restore the index directory "
                             "from a backup or build it again (scripts/index.py build)")
         self.lock = threading.RLock()
+        self.rlock = threading.RLock()
+
+    def _close_connections(self):
+        for conn in (self.rdb, self.db):
+            if conn is not None:
+                conn.close()
 
     def close(self):
-        with self.lock:
-            self.db.close()
+        with self.lock, self.rlock:
+            self._close_connections()
 
     @contextlib.contextmanager
     def transaction(self):
-        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): all or nothing."""
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error): all or nothing. Waits for another
+        process's write; bumps the generation."""
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise IndexBusy(f"{self.path}: another process has held the index's write lock for more than "
+                                f"{self.timeout:g} s (a --rebuild?); try again when it is done")
             try:
                 yield self.db
+                row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+                self.put(self.db, "generation", (json.loads(row[0]) if row else 0) + 1)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -58,19 +90,27 @@ class Catalogue:
 
     @contextlib.contextmanager
     def reading(self):
-        """A consistent read: every SELECT inside sees the same committed state."""
-        with self.lock:
-            self.db.execute("BEGIN")
+        """A consistent read of the last committed state: every SELECT inside sees the same one."""
+        with self.rlock:
+            self.rdb.execute("BEGIN")
             try:
-                yield self.db
+                yield self.rdb
             finally:
-                self.db.execute("COMMIT")
+                self.rdb.execute("COMMIT")
 
     # ------------------------------------------------------------------ meta
-    def get(self, key, default=None):
-        with self.lock:
-            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    @staticmethod
+    def read(db, key, default=None):
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def get(self, key, default=None):
+        with self.rlock:
+            return self.read(self.rdb, key, default)
+
+    def generation(self):
+        """A number that grows with every committed write (of any process)."""
+        return int(self.get("generation", 0))
 
     @staticmethod
     def put(db, key, value):
@@ -78,29 +118,32 @@ class Catalogue:
 
     # ------------------------------------------------------------------ items
     def count(self):
-        with self.lock:
-            alive, removed = self.db.execute(
+        with self.rlock:
+            alive, removed = self.rdb.execute(
                 "SELECT coalesce(sum(removed = 0), 0), coalesce(sum(removed = 1), 0) FROM items").fetchone()
         return int(alive), int(removed)
 
     def alive_paths(self):
-        """{path: (id, sha256)} of the items in the index."""
-        with self.lock:
-            rows = self.db.execute("SELECT path, id, sha256 FROM items WHERE removed = 0").fetchall()
+        """{path: (id, sha256)} of the items in the index (paths as stored)."""
+        with self.rlock:
+            rows = self.rdb.execute("SELECT path, id, sha256 FROM items WHERE removed = 0").fetchall()
         return {p: (i, h) for p, i, h in rows}
 
     def items(self, ids):
         """{id: (path, labels list or None, removed)} for the given ids (those that exist)."""
         out = {}
         ids = [int(i) for i in ids]
-        with self.lock:
+        with self.rlock:
             for start in range(0, len(ids), 500):
                 part = ids[start:start + 500]
                 marks = ",".join("?" * len(part))
-                for i, path, labels, removed in self.db.execute(
+                for i, path, labels, removed in self.rdb.execute(
                         f"SELECT id, path, labels, removed FROM items WHERE id IN ({marks})", part):
                     out[i] = (path, json.loads(labels) if labels is not None else None, bool(removed))
         return out
 
     def removed_ids(self, db=None):
-        return [r[0] for r in (db or self.db).execute("SELECT id FROM items WHERE removed = 1")]
+        if db is not None:
+            return [r[0] for r in db.execute("SELECT id FROM items WHERE removed = 1")]
+        with self.rlock:
+            return [r[0] for r in self.rdb.execute("SELECT id FROM items WHERE removed = 1")]

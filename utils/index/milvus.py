@@ -5,6 +5,7 @@ index BIN_FLAT with the HAMMING metric, i.e. exact), the catalogue in the index'
     --backend milvus --uri http://milvus-host:19530   a Milvus server or cluster (MILVUS_TOKEN for auth)
 
 Order of writes: `add` inserts into Milvus inside the catalogue's write transaction and commits after it;
+a write first clears what a crashed one left, inside its transaction (so never another writer's rows);
 `remove` commits the tombstones first, then deletes from Milvus. A crash in between leaves Milvus rows the
 catalogue does not count (ids >= next id) or tombstoned rows still in Milvus: searches filter both out and
 the next write deletes them, so the index reads as the previous or the new state.
@@ -23,7 +24,8 @@ import re
 import numpy as np
 
 from utils.errors import UserError
-from utils.index import BACKENDS, Backend
+from utils.index import BACKENDS, Backend, EmptyIndex, StaleSnapshot
+from utils.index.catalogue import Catalogue
 
 INSTALL = "pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1' 'setuptools<70' (requirements-test.txt pins them)"
 MAX_LIMIT = 16384  # Milvus's largest topk
@@ -33,20 +35,21 @@ BATCH = 10000
 class MilvusSnapshot:
     def __init__(self, store, next_id, removed, count):
         self.store, self.next_id, self.removed, self.count = store, next_id, removed, count
-        self.memory_bytes = None  # held by the Milvus server
+        self.memory_bytes, self.generation = None, None  # the codes are held by the Milvus server
+        self.name = store.name  # the collection when the snapshot was taken
 
     def __len__(self):
         return self.count
 
     def _search(self, queries, limit):
         s = self.store
-        res = s.client.search(s.name, data=[q.tobytes() for q in queries], limit=limit, anns_field="code",
+        res = s.client.search(self.name, data=[q.tobytes() for q in queries], limit=limit, anns_field="code",
                               search_params={"metric_type": "HAMMING"}, output_fields=[])
         return [[(int(round(h["distance"])), int(h["id"])) for h in row] for row in res]
 
     def search(self, packed_queries, k):
         if self.count == 0:
-            raise UserError("the index is empty: add images first (scripts/index.py add)")
+            raise EmptyIndex("the index is empty: add images first (scripts/index.py add)")
         queries = np.ascontiguousarray(packed_queries, np.uint8)
         k = min(int(k), self.count)
         out_d = np.zeros((len(queries), k), np.int32)
@@ -59,6 +62,8 @@ class MilvusSnapshot:
             for q, raw in zip(todo, rows):
                 kept = sorted((d, i) for d, i in raw if i < self.next_id and i not in self.removed)
                 certain = len(raw) < limit or (len(kept) >= k and kept[k - 1][0] < raw[-1][0])
+                if len(raw) < limit and len(kept) < k:  # Milvus gave all it holds: rows this snapshot
+                    raise StaleSnapshot(f"Milvus collection {self.store.name} changed under the snapshot")
                 if certain or limit >= MAX_LIMIT:
                     if len(kept) < k or not certain:
                         raise UserError(f"Milvus collection {self.store.name}: more than {MAX_LIMIT} codes tie "
@@ -114,27 +119,42 @@ class MilvusStore:
         except Exception:  # noqa: BLE001 - closing a client that is gone
             pass
 
-    def recover(self):
-        """Delete what a crashed write left in Milvus: rows beyond the committed ids, tombstoned rows, and
-        the collection a --rebuild moved away from (or did not finish)."""
+    def recover(self, db):
+        """Inside a write transaction (no other writer is between its insert and its commit): delete what
+        a crashed write left in Milvus: rows beyond the committed ids, tombstoned rows, and the collection
+        a --rebuild moved away from (or did not finish)."""
+        self._follow(db)
         if self._recovered:
             return
         for name in self._stale_collections():
             self.client.drop_collection(name)
-        next_id = int(self.catalogue.get("next_id", 0))
+        next_id = int(Catalogue.read(db, "next_id", 0))
         self.client.delete(self.name, filter=f"id >= {next_id}")
-        removed = self.catalogue.removed_ids()
+        removed = self.catalogue.removed_ids(db)
         for start in range(0, len(removed), BATCH):
             self.client.delete(self.name, ids=removed[start:start + BATCH])
         self._recovered = True
 
-    def write(self, ids, packed, collection=None):
+    def _follow(self, db):
+        """Use the collection the catalogue names (another process's --rebuild may have switched it)."""
+        name = Catalogue.read(db, "collection", self.base)
+        if name != self.name:
+            self.client.load_collection(name)
+            self.name = name
+
+    def _insert(self, ids, packed, collection=None):
         for start in range(0, len(ids), BATCH):
             self.client.insert(collection or self.name, [{"id": int(i), "code": c.tobytes()}
                                            for i, c in zip(ids[start:start + BATCH], packed[start:start + BATCH])])
         return int(ids[0]), int(ids[-1]) + 1
 
+    def write(self, ids, packed, db=None, delta=False):
+        return self._insert(ids, packed)
+
     def commit(self, db, token):
+        pass
+
+    def after_commit(self, token):
         pass
 
     def abandon(self, token):
@@ -147,27 +167,33 @@ class MilvusStore:
         for start in range(0, len(ids), BATCH):
             self.client.delete(self.name, ids=[int(i) for i in ids[start:start + BATCH]])
 
+    def merge_small(self, fanout):
+        pass  # Milvus manages its own segments
+
     def snapshot(self, engine="auto"):
         with self.catalogue.reading() as db:
-            next_id = int(self.catalogue.get("next_id", 0))
+            self._follow(db)
+            next_id = int(Catalogue.read(db, "next_id", 0))
             removed = set(self.catalogue.removed_ids(db))
             alive = db.execute("SELECT count(*) FROM items WHERE removed = 0").fetchone()[0]
-        return MilvusSnapshot(self, next_id, removed, int(alive))
+            generation = int(Catalogue.read(db, "generation", 0))
+        snap = MilvusSnapshot(self, next_id, removed, int(alive))
+        snap.generation = generation
+        return snap
 
     def compact(self):
-        removed = self.catalogue.removed_ids()
-        self.delete(removed)
-        try:
-            self.client.compact(self.name)
-        except Exception:  # noqa: BLE001 - Milvus Lite has no compaction; the rows are deleted anyway
-            pass
         with self.catalogue.transaction() as db:
+            removed = self.catalogue.removed_ids(db)
+            self.delete(removed)
+            try:
+                self.client.compact(self.name)
+            except Exception:  # noqa: BLE001 - Milvus Lite has no compaction; the rows are deleted anyway
+                pass
             db.execute("DELETE FROM items WHERE removed = 1")
         return self.catalogue.count()[0], len(removed)
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
         from utils.index import crash_point
-        from utils.index.catalogue import Catalogue
 
         n = int(self.catalogue.get("rebuilds", 0)) + 1
         new = f"{self.base}_r{n}"
@@ -179,7 +205,7 @@ class MilvusStore:
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
                 ids = np.asarray([r[0] for r in part], np.int64)
-                self.write(ids, np.ascontiguousarray(encode_items(ids, [r[1] for r in part]), np.uint8), new)
+                self._insert(ids, np.ascontiguousarray(encode_items(ids, [r[1] for r in part]), np.uint8), new)
             crash_point("rebuild:stored")
             for key, value in (("collection", new), ("rebuilds", n), ("fingerprint", fingerprint)):
                 Catalogue.put(db, key, value)
