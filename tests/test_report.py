@@ -301,6 +301,52 @@ def test_compare_runs_random_codes_row_from_reports(tmp_path):
     assert rows[-1] == "| random codes (cifar10) | 0.1010 | 0.1020 |", out
 
 
+def seeded_run(directory, method, seed, map_, bit=16, lr=1e-3, extra=None):
+    """A run folder as training leaves it: run.json (the resolved configuration) and metrics.json."""
+    fake_run(directory, method, bit, map_, map_, dataset="lite_single", with_report=False)
+    m = json.loads((directory / "metrics.json").read_text())
+    m.update(seed=seed, **(extra or {}))
+    (directory / "metrics.json").write_text(json.dumps(m))
+    (directory / "run.json").write_text(json.dumps({"method": method, "bit": bit, "dataset": "lite_single",
+                                                    "lr": lr, "seed": seed, "output": str(directory),
+                                                    "num_workers": 2}))
+
+
+def test_compare_runs_groups_seeds_by_run_json(tmp_path):
+    """Folders named anyhow: runs differing only in seed (and output / workers) form one group; a run with
+    another lr is another group; mean ± sample std (n), per-seed values, paired differences."""
+    a = [0.50, 0.60, 0.40]
+    b = [0.30, 0.35, 0.20]
+    for i, seed in enumerate((0, 1, 2)):
+        seeded_run(tmp_path / f"x{i}", "orthohash", seed, a[i])
+        seeded_run(tmp_path / f"y{i}", "hashnet", seed, b[i])
+    seeded_run(tmp_path / "z", "hashnet", 0, 0.9, lr=1e-2)
+    out = run_cli(["scripts/compare_runs.py", *(tmp_path / f"x{i}" for i in range(3)),
+                   *(tmp_path / f"y{i}" for i in range(3)), tmp_path / "z"]).stdout
+    sd = np.std(a, ddof=1)
+    assert f"| orthohash (lite_single) | {np.mean(a):.4f} ± {sd:.4f} (3) |" in out, out
+    assert f"| hashnet (lite_single) [lr=0.001] | {np.mean(b):.4f} ± {np.std(b, ddof=1):.4f} (3) |" in out
+    assert "| hashnet (lite_single) [lr=0.01] | 0.9000 |" in out
+    assert "| orthohash (lite_single), 16 | 0.5000 | 0.6000 | 0.4000 |" in out
+    diff = np.subtract(a, b)
+    assert (f"| orthohash (lite_single) − hashnet (lite_single) [lr=0.001] | 16 | {diff.mean():.4f} ± "
+            f"{np.std(diff, ddof=1):.4f} (3) | +0.2000, +0.2500, +0.2000 |") in out
+    assert "[lr=0.01] | 16 |" not in out.split("paired difference")[1]  # one common seed: no difference
+
+
+def test_compare_runs_open_set_and_cost_columns(tmp_path):
+    for i, (seen, unseen) in enumerate(((0.6, 0.2), (0.5, 0.3))):
+        seeded_run(tmp_path / f"r{i}", "orthohash", i, 0.5, extra={
+            "map_at_r": 0.4 + i / 10, "open_set": {"seen": {"map": seen}, "unseen": {"map": unseen}},
+            "cost": {"bytes_per_item": 2, "encode_images_per_second": 100.0 + i, "query_ms": 0.01}})
+    out = run_cli(["scripts/compare_runs.py", tmp_path / "r0", tmp_path / "r1", "--metrics", "map_at_r",
+                   "--cost"]).stdout
+    assert "| method (dataset), bits | map | map_seen | map_unseen |" in out
+    assert f"| orthohash (lite_single), 16 | 0.5000 ± 0.0000 (2) | 0.5500 ± {np.std([.6, .5], ddof=1):.4f} (2) |" in out
+    assert "| method (dataset), bits | map_at_r | bytes_per_item | encode_images_per_second | query_ms |" in out
+    assert "| 2 ± 0 (2) | 100.5 ± 0.7 (2) | 0.010 ± 0.000 (2) |" in out
+
+
 def test_random_code_map_is_the_chance_level():
     rng = np.random.default_rng(0)
     c, n_q, n_db = 5, 60, 500
