@@ -154,8 +154,9 @@ def rank_stats(query_codes, db_codes, query_labels, db_labels, ks=(), bits=None,
     ap_r = np.zeros(nq, np.float64)
     rel_r = np.zeros(nq, np.int64)
     if backend == "numba":
-        _nb_rank_stats_r(qw, dw, ql, dl, ks, bits, _r._query_block(nq), _r._dist_proto(bits), hist, relhist, relk,
-                         ap_r, rel_r)
+        kmax_ks = int(ks.max()) if len(ks) else 0
+        _nb_rank_stats_r(qw, dw, ql, dl, ks, kmax_ks, 1.0 / np.arange(1, ndb + 1), bits, _r._query_block(nq),
+                         _r._dist_proto(bits), hist, relhist, relk, ap_r, rel_r)
     else:
         _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r)
     return RankStats(ks, hist, relhist, relk, ap_r, rel_r)
@@ -225,61 +226,69 @@ def _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r)
 
 if _r.HAVE_NUMBA:
     @_pjit
-    def _nb_rank_stats_r(qw, dw, ql, dl, ks, bits, block, dist_proto, hist, relhist, relk, ap_r, rel_r):
+    def _nb_rank_stats_r(qw, dw, ql, dl, ks, kmax_ks, inv, bits, block, dist_proto, hist, relhist, relk, ap_r,
+                         rel_r):
         """Per query: distances and histograms, relevance of every item, relevant@k, AP@R and relevant@R.
 
-        The top R_q is ranked by a counting sort: each bucket's first rank from the histogram, items in
-        index order inside it (ties by database index), relevance written at its rank.
+        One counting sort ranks the top max(R_q, max ks) items: each bucket's first rank from the
+        histogram, items in index order inside it (ties by database index, branch-free compaction), their
+        relevance written at its rank; a running count then gives relevant@k for every k and AP@R.
+        The relevant histogram uses four interleaved sub-histograms, as the distance histogram does.
         """
         nq, ndb = qw.shape[0], dw.shape[0]
         dist_type = dist_proto.dtype
         for blk in _prange((nq + block - 1) // block):
             dist = np.empty(ndb, dist_type)
             rel = np.empty(ndb, np.uint8)
+            cand = np.empty(ndb, np.intp)
             rel_at = np.empty(ndb + 1, np.uint8)  # relevance by rank; slot ndb takes ranks past the cut
+            cum = np.empty(ndb, np.int64)  # relevant items among the first i + 1 ranks
             offs = np.empty(bits + 1, np.int64)
             scratch = np.empty((4, bits + 1), np.int64)
             for q in range(blk * block, min(nq, (blk + 1) * block)):
                 _nb_distances(qw, q, dw, dist, hist[q], scratch)
-                n_rel = 0
+                scratch[:] = 0
                 for j in range(ndb):
                     x = _nb_relevant(ql, q, dl, j)
                     rel[j] = x
-                    relhist[q, dist[j]] += x
-                    n_rel += x
-                for i in range(ks.shape[0]):
-                    t, before = _nb_threshold(hist[q], ks[i])
-                    total = 0
-                    for d in range(t):
-                        total += relhist[q, d]
-                    quota = ks[i] - before
-                    j = 0
-                    while quota > 0:
-                        if dist[j] == t:
-                            total += rel[j]
-                            quota -= 1
-                        j += 1
-                    relk[q, i] = total
-                if n_rel == 0:
+                    scratch[j & 3, dist[j]] += x
+                n_rel = 0
+                for d in range(bits + 1):
+                    v = scratch[0, d] + scratch[1, d] + scratch[2, d] + scratch[3, d]
+                    relhist[q, d] = v
+                    n_rel += v
+                kmax = max(n_rel, kmax_ks)
+                if kmax == 0:
                     continue
-                t, before = _nb_threshold(hist[q], n_rel)
+                t, before = _nb_threshold(hist[q], kmax)
                 acc = 0
                 for d in range(t + 1):
                     offs[d] = acc
                     acc += hist[q, d]
-                for j in range(ndb):
+                m = 0
+                for j in range(ndb):  # indices with dist <= t, in index order, without a branch
+                    cand[m] = j
+                    m += np.intp(dist[j] <= t)
+                for c in range(m):
+                    j = cand[c]
                     d = dist[j]
-                    if d <= t:
-                        rank = offs[d]
-                        offs[d] = rank + 1
-                        rel_at[min(rank, n_rel)] = rel[j]
+                    rank = offs[d]
+                    offs[d] = rank + 1
+                    rel_at[min(rank, kmax)] = rel[j]
                 hits = 0
                 s = 0.0
-                for i in range(n_rel):
+                for i in range(n_rel):  # AP@R over the first R ranks
                     x = rel_at[i]
                     hits += x
-                    s += x * hits / (i + 1)
-                ap_r[q] = s / n_rel
-                rel_r[q] = hits
+                    cum[i] = hits
+                    s += x * hits * inv[i]
+                for i in range(n_rel, kmax):
+                    hits += rel_at[i]
+                    cum[i] = hits
+                for i in range(ks.shape[0]):
+                    relk[q, i] = cum[ks[i] - 1]
+                if n_rel > 0:
+                    ap_r[q] = s / n_rel
+                    rel_r[q] = cum[n_rel - 1]
 else:  # pragma: no cover - exercised only where numba is absent
     _nb_rank_stats_r = None
