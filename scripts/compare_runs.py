@@ -11,7 +11,8 @@ Rows are method (dataset), columns bits, cells mAP@topK with the tie-aware mAP i
 the evaluation report (utils/report/). A missing or broken metrics.json is a one-line error, exit 2.
 
 Seeds: runs whose run.json (the resolved configuration training wrote) differ only in --seed (and in
-where they ran: output folder, device, workers) are one *group*, whatever their folder names. A group
+where they ran: output folder, device, workers) are one *group*, whatever their folder names; the
+lists' sha256 (run.json "lists_sha256") is part of what defines a run, so different splits never pool. A group
 of several seeds is shown as "mean ± std (n)" (sample standard deviation over the seeds), followed by a
 per-seed table and, for every two groups of one data set and code length run on at least two common
 seeds, the paired difference A − B per seed as "mean ± std (n)". Runs without run.json are grouped by
