@@ -111,8 +111,11 @@ class Data:
                              if os.path.isfile(os.path.join(cfg["list_dir"], f"{name}.txt"))}
         train = self.lists.get("train")
         if train is None and os.path.isfile(train_file):
-            train = read_list(train_file, self.num_labels, cfg["allow_absolute_paths"],
-                              unlabelled_ok=bool(unlabelled))
+            try:
+                train = read_list(train_file, self.num_labels, cfg["allow_absolute_paths"],
+                                  unlabelled_ok=bool(unlabelled))
+            except UserError as exc:  # evaluation does not need train.txt: say why there is no open-set split
+                log.warning("open-set classes not derived (train.txt unreadable as a list: %s)", exc)
         labels = getattr(train, "labels", None)
         if labels is None or len(labels) == 0 or labels.ndim != 2 or labels.shape[1] != self.num_labels:
             self.unseen_classes = []
