@@ -383,17 +383,19 @@ def test_report_open_set_cost_and_lists(tmp_path):
     hashes are stored as given and shown in report.md."""
     q, d, ql, dl, _ = synthetic(3, 0.2)
     m = write_report(str(tmp_path), q, d, ql, dl, topk=-1, method="hashnet", bit=16, unseen_classes=[1, 3],
+                     unseen_names=["bee", "dove"],
                      cost={"encode_images_per_second": 123.4, "encode_runtime": "dygraph", "query_ms": 0.5,
                            "query_k": 10, "query_backend": "numba"},
                      lists_sha256={"train": "ab" * 32, "database": "cd" * 32, "test": "ef" * 32})
     _, ap = retrieval.mean_average_precision(np.sign(q), np.sign(d), ql, dl, return_per_query=True)
     unseen = (ql[:, [1, 3]] > 0).any(axis=1)
     os_ = m["open_set"]
-    assert os_["unseen_classes"] == [1, 3]
+    assert os_["unseen_classes"] == [1, 3] and os_["unseen_class_names"] == ["bee", "dove"]
     assert os_["unseen"]["num_query"] == int(unseen.sum()) and os_["seen"]["num_query"] == int((~unseen).sum())
     assert os_["unseen"]["map"] == pytest.approx(ap[unseen].mean())
     assert os_["seen"]["map"] == pytest.approx(ap[~unseen].mean())
     assert m["cost"] == {"bytes_per_item": 2, "encode_images_per_second": 123.4, "encode_runtime": "dygraph",
                          "query_ms": 0.5, "query_k": 10, "query_backend": "numba"}
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Open set" in md and f"{os_['unseen']['map']:.4f}" in md and "123.4" in md and "ab" * 32 in md
+    assert "## Open set" in md and "bee (column 1), dove (column 3)" in md
+    assert f"{os_['unseen']['map']:.4f}" in md and "123.4" in md and "ab" * 32 in md

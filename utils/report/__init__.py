@@ -116,7 +116,7 @@ def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, me
                    codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
                    map_tie_aware=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
                    max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0, stats=None, per_query_ap=None,
-                   per_query_ap_tie=None, unseen_classes=None, cost=None, lists_sha256=None):
+                   per_query_ap_tie=None, unseen_classes=None, cost=None, lists_sha256=None, unseen_names=None):
     """The report's numbers, nothing written → (metrics, curves).
 
     metrics: the dict of report/metrics.json without "files" (numpy values, not yet JSON-cleaned), its
@@ -162,7 +162,7 @@ def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, me
             if per_query_ap_tie is None:
                 per_query_ap_tie = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, tie_aware=True,
                                                                     return_per_query=True)[1]
-            open_set = open_set_metrics(ql, unseen_classes, per_query_ap, per_query_ap_tie, stats)
+            open_set = open_set_metrics(ql, unseen_classes, per_query_ap, per_query_ap_tie, stats, unseen_names)
     cost = dict(cost or {})
     if "query_ms" not in cost:
         with timings("query_time"):
@@ -245,7 +245,7 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
                  codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
                  map_tie_aware=None, train_log=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
                  max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0, stats=None, per_query_ap=None,
-                 per_query_ap_tie=None, unseen_classes=None, cost=None, lists_sha256=None):
+                 per_query_ap_tie=None, unseen_classes=None, cost=None, lists_sha256=None, unseen_names=None):
     """Write `<out_dir>/report/` (see the module docstring); return the metrics dict (as in metrics.json).
 
     query_codes (nq, bits), db_codes (n_db, bits): continuous outputs (sign → binary code), or binary
@@ -258,7 +258,8 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
     distance histograms and the bit correlation (see utils.report.diagnostics).
     stats: a `utils.retrieval.rank_stats` result for ks = `report_ks(topk, n_db)` (the engine's, to skip
     the pass). unseen_classes: class indices no training image has (open-set lists; the engine derives
-    them from train.txt) → seen / unseen-class mAP, from per_query_ap / per_query_ap_tie when given. cost:
+    them from train.txt) → seen / unseen-class mAP, from per_query_ap / per_query_ap_tie when given
+    (unseen_names: their names, for report.md). cost:
     {"encode_images_per_second", "encode_runtime", "query_ms", ...} measured by the caller (query time is
     measured here when absent). lists_sha256: {list name: sha256}, stored as given.
     """
@@ -268,7 +269,8 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
                                      map_tie_aware=map_tie_aware, max_pairs=max_pairs,
                                      max_corr_codes=max_corr_codes, seed=seed, stats=stats,
                                      per_query_ap=per_query_ap, per_query_ap_tie=per_query_ap_tie,
-                                     unseen_classes=unseen_classes, cost=cost, lists_sha256=lists_sha256)
+                                     unseen_classes=unseen_classes, cost=cost, lists_sha256=lists_sha256,
+                                     unseen_names=unseen_names)
     run = RunDir(out_dir)
     rdir = run.report
     os.makedirs(rdir, exist_ok=True)
@@ -318,10 +320,11 @@ def render_markdown(m, images):
                 f"| R-precision | {_fmt(m['r_precision'])} |"]
     os_ = m.get("open_set")
     if os_:
+        names = os_.get("unseen_class_names") or [None] * len(os_["unseen_classes"])
+        unseen_label = [f"{n} (column {c})" if n else str(c) for c, n in zip(os_["unseen_classes"], names)]
         out += ["", "## Open set: seen and unseen classes", "",
                 f"Unseen classes (no training image has them, read from train.txt): "
-                f"{', '.join(str(c) for c in os_['unseen_classes'])}. A query is unseen when it holds at least one "
-                "of them.", "",
+                f"{', '.join(unseen_label)}. A query is unseen when it holds at least one of them.", "",
                 f"| queries | n | mAP@{topk} | mAP@{topk} (tie-aware) | MAP@R |", "|---|---:|---:|---:|---:|"]
         for name in ("seen", "unseen"):
             g = os_[name]

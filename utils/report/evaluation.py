@@ -42,13 +42,15 @@ def unseen_classes_from_train(train_labels, query_labels, db_labels):
     return [int(c) for c in np.flatnonzero(present & ~train.any(axis=0))]
 
 
-def open_set_metrics(query_labels, unseen_classes, ap, ap_tie, stats=None):
+def open_set_metrics(query_labels, unseen_classes, ap, ap_tie, stats=None, names=None):
     """mAP (plain and tie-aware, from per-query AP) and MAP@R on the queries of seen and of unseen classes.
 
-    A query is unseen when it holds at least one unseen class (`utils.retrieval.query_groups`).
+    A query is unseen when it holds at least one unseen class (`utils.retrieval.query_groups`). names:
+    the unseen classes' names (classes.txt of the lists), stored beside their column indices.
     """
     groups = retrieval.query_groups(query_labels, unseen_classes)
     out = {"unseen_classes": [int(c) for c in unseen_classes],
+           "unseen_class_names": list(names) if names else None,
            "rule": "unseen query: holds at least one class no training image has; seen: all its classes trained"}
     for name, mask in groups.items():
         part = {"num_query": int(mask.sum()), "map": retrieval.subset_mean(ap, mask),

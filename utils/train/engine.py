@@ -122,9 +122,17 @@ class Data:
         else:
             self.unseen_classes = unseen_classes_from_train(labels, self.lists["test"].labels,
                                                             self.lists["database"].labels)
+        self.unseen_names = None
+        names_file = os.path.join(cfg["list_dir"], "classes.txt")  # written by scripts/build_lists.py
+        if self.unseen_classes and os.path.isfile(names_file):
+            with open(names_file, encoding="utf-8") as f:
+                names = f.read().splitlines()
+            if len(names) == self.num_labels:
+                self.unseen_names = [names[c] for c in self.unseen_classes]
         if self.unseen_classes:
             log.info("open set: %d class(es) never in %s are unseen (%s); mAP is also reported for seen and unseen "
-                     "queries", len(self.unseen_classes), train_file, ", ".join(map(str, self.unseen_classes)))
+                     "queries", len(self.unseen_classes), train_file,
+                     ", ".join(self.unseen_names or map(str, self.unseen_classes)))
 
     def check_manifest(self, trained, what):
         """Warn, naming each list, when a list's sha256 differs from the one recorded at training."""
@@ -199,7 +207,8 @@ def evaluate(model, data, cfg, env):
     qb, db = retrieval.binarize(q), retrieval.binarize(d)
     stats = retrieval.rank_stats(qb, db, q_labels, d_labels, report_ks(topk, len(d)))
     ranked = radius_r_metrics(stats)
-    open_set = open_set_metrics(q_labels, data.unseen_classes, ap, ap_tie, stats) if data.unseen_classes else None
+    open_set = open_set_metrics(q_labels, data.unseen_classes, ap, ap_tie, stats, data.unseen_names) \
+        if data.unseen_classes else None
     t_rank = time.time() - t
     cost = {"encode_images_per_second": len(d) / max(encode_seconds, 1e-9),
             "encode_runtime": f"dygraph ({env.device}, {env.world_size} process(es), batch {cfg['batch_size']})",
@@ -360,7 +369,8 @@ class Run:
                          dataset=cfg["dataset"], map_value=result["map"], map_tie_aware=result["map_tie_aware"],
                          extra={"epoch": epoch, "backbone": cfg["backbone"], "seed": cfg["seed"]}, seed=cfg["seed"],
                          stats=result["stats"], per_query_ap=result["ap"], per_query_ap_tie=result["ap_tie"],
-                         unseen_classes=self.data.unseen_classes, cost=result["cost"],
+                         unseen_classes=self.data.unseen_classes, unseen_names=self.data.unseen_names,
+                         cost=result["cost"],
                          lists_sha256=self.data.lists_sha256)
             log.info("evaluation report: %s", self.run.report_md)
         except Exception:  # noqa: BLE001
