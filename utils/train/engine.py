@@ -81,7 +81,7 @@ class Data:
             raise UserError(f"--data-path {cfg['data_path']}: directory not found; point it at the image root "
                             "the list paths are relative to")
         self.preprocess = Preprocess.from_dict(cfg)
-        self._read_manifest(cfg, preset, need_train, unlabelled)
+        self._read_manifest(cfg, unlabelled)
         self.sets = {}
         for name, lst in self.lists.items():
             ds = ImageListDataset(lst, cfg["data_path"], self.preprocess, train=(name == "train"), seed=cfg["seed"])
@@ -100,8 +100,7 @@ class Data:
             self.train_loader = make_loader(train, cfg["batch_size"], cfg["num_workers"], env.world_size, env.rank,
                                             train=True, seed=cfg["seed"], drop_last=cfg["drop_last"])
 
-
-    def _read_manifest(self, cfg, preset, need_train, unlabelled):
+    def _read_manifest(self, cfg, unlabelled):
         """The split manifest (sha256 of each list file) and the open-set classes: those no training
         image has but some query or database image does, read from train.txt (read, not loaded as a data
         set, when only evaluating; an unlabelled or missing train.txt gives none)."""
@@ -318,7 +317,7 @@ class Run:
             info = load_backbone_weights(self.model.backbone, cfg["backbone_weights"],
                                          allow_partial=bool(cfg.get("allow_partial_weights")))
             (log.warning if info["missing"] else log.info)("backbone weights: %s", info["summary"])
-        if self.ckpt is not None:  # the lists the checkpoint was trained on (run.json / checkpoint cfg)
+        if self.ckpt is not None and self.env.is_main:  # the lists the checkpoint was trained on
             trained = self.ckpt["cfg"].get("lists_sha256")
             if cfg["eval"]:
                 self.data.check_manifest(trained, "the evaluation is not on the split the model was trained for")
