@@ -43,7 +43,7 @@ import numpy as np
 import utils.retrieval as _r
 
 if _r.HAVE_NUMBA:  # the kernels below call these jitted helpers by their own names
-    from utils.retrieval import _nb_distances, _nb_relevant, _nb_threshold, _pjit, _prange
+    from utils.retrieval import _nb_distances, _nb_threshold, _pjit, _prange
 
 __all__ = ["RankStats", "rank_stats", "precision_recall_at_radius", "map_at_r", "r_precision", "query_groups",
            "subset_mean"]
@@ -155,8 +155,10 @@ def rank_stats(query_codes, db_codes, query_labels, db_labels, ks=(), bits=None,
     rel_r = np.zeros(nq, np.int64)
     if backend == "numba":
         kmax_ks = int(ks.max()) if len(ks) else 0
-        _nb_rank_stats_r(qw, dw, ql, dl, ks, kmax_ks, 1.0 / np.arange(1, ndb + 1), bits, _r._query_block(nq),
-                         _r._dist_proto(bits), hist, relhist, relk, ap_r, rel_r)
+        q_off, q_cls = _csr(query_labels)
+        c_off, c_items = _csr(np.asarray(db_labels).T)
+        _nb_rank_stats_r(qw, dw, q_off, q_cls, c_off, c_items, ks, kmax_ks, 1.0 / np.arange(1, ndb + 1), bits,
+                         _r._query_block(nq), _r._dist_proto(bits), hist, relhist, relk, ap_r, rel_r)
     else:
         _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r)
     return RankStats(ks, hist, relhist, relk, ap_r, rel_r)
@@ -201,6 +203,14 @@ def subset_mean(values, mask):
 
 
 # ------------------------------------------------------------------------------------------ kernels
+def _csr(labels):
+    """0/1 matrix (rows, cols) → (offsets int64 (rows + 1,), column indices int64): each row's nonzeros."""
+    rows, cols = np.nonzero(np.asarray(labels) > 0)  # row-major: sorted by row, then column
+    offsets = np.zeros(np.shape(labels)[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=np.shape(labels)[0]), out=offsets[1:])
+    return offsets, cols.astype(np.int64)
+
+
 def _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r):
     for s, e in _r._np_blocks(qw.shape[0], dw.shape[0], max(dw.shape[1], dl.shape[1])):
         dist = _r._np_dist(qw[s:e], dw)
@@ -226,20 +236,22 @@ def _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r)
 
 if _r.HAVE_NUMBA:
     @_pjit
-    def _nb_rank_stats_r(qw, dw, ql, dl, ks, kmax_ks, inv, bits, block, dist_proto, hist, relhist, relk, ap_r,
-                         rel_r):
-        """Per query: distances and histograms, relevance of every item, relevant@k, AP@R and relevant@R.
+    def _nb_rank_stats_r(qw, dw, q_off, q_cls, c_off, c_items, ks, kmax_ks, inv, bits, block, dist_proto, hist,
+                         relhist, relk, ap_r, rel_r):
+        """Per query: distances and histograms, relevant@k, AP@R and relevant@R.
 
-        One counting sort ranks the top max(R_q, max ks) items: each bucket's first rank from the
-        histogram, items in index order inside it (ties by database index, branch-free compaction), their
-        relevance written at its rank; a running count then gives relevant@k for every k and AP@R.
-        The relevant histogram uses four interleaved sub-histograms, as the distance histogram does.
+        Relevance comes from an inverted list (c_items[c_off[c]:c_off[c + 1]]: the database items of class
+        c): the relevant items of a query are the union of its classes' lists, stamped in `mark`, so the
+        work is the size of those lists, not of the database. One counting sort then ranks the top
+        max(R_q, max ks) items: each bucket's first rank from the histogram, items in index order inside it
+        (ties by database index, branch-free compaction), relevance written at its rank; a running count
+        gives relevant@k for every k and AP@R.
         """
         nq, ndb = qw.shape[0], dw.shape[0]
         dist_type = dist_proto.dtype
         for blk in _prange((nq + block - 1) // block):
             dist = np.empty(ndb, dist_type)
-            rel = np.empty(ndb, np.uint8)
+            mark = np.zeros(ndb, np.int64)  # mark[j] == q + 1: item j is relevant to query q
             cand = np.empty(ndb, np.intp)
             rel_at = np.empty(ndb + 1, np.uint8)  # relevance by rank; slot ndb takes ranks past the cut
             cum = np.empty(ndb, np.int64)  # relevant items among the first i + 1 ranks
@@ -247,16 +259,16 @@ if _r.HAVE_NUMBA:
             scratch = np.empty((4, bits + 1), np.int64)
             for q in range(blk * block, min(nq, (blk + 1) * block)):
                 _nb_distances(qw, q, dw, dist, hist[q], scratch)
-                scratch[:] = 0
-                for j in range(ndb):
-                    x = _nb_relevant(ql, q, dl, j)
-                    rel[j] = x
-                    scratch[j & 3, dist[j]] += x
+                stamp = q + 1
                 n_rel = 0
-                for d in range(bits + 1):
-                    v = scratch[0, d] + scratch[1, d] + scratch[2, d] + scratch[3, d]
-                    relhist[q, d] = v
-                    n_rel += v
+                for p in range(q_off[q], q_off[q + 1]):
+                    c = q_cls[p]
+                    for i in range(c_off[c], c_off[c + 1]):
+                        j = c_items[i]
+                        if mark[j] != stamp:
+                            mark[j] = stamp
+                            relhist[q, dist[j]] += 1
+                            n_rel += 1
                 kmax = max(n_rel, kmax_ks)
                 if kmax == 0:
                     continue
@@ -274,7 +286,7 @@ if _r.HAVE_NUMBA:
                     d = dist[j]
                     rank = offs[d]
                     offs[d] = rank + 1
-                    rel_at[min(rank, kmax)] = rel[j]
+                    rel_at[min(rank, kmax)] = mark[j] == stamp
                 hits = 0
                 s = 0.0
                 for i in range(n_rel):  # AP@R over the first R ranks
