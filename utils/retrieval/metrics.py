@@ -8,8 +8,10 @@ Codes, labels, relevance (shares at least one label) and the ranking (Hamming di
 index) are those of `utils.retrieval`. One pass over the database per query gives everything here: each
 query's distance histogram ``hist[q, d]`` (database items at distance d), relevant histogram
 ``relhist[q, d]``, relevant items in the top k for each k, and AP@R / R-precision (which need the rank of
-each item only inside the top R: an exact counting sort by distance, no argsort). Memory is O(n_query ×
-bits) for the histograms and O(n_db) per thread; nothing of size n_query × n_db.
+each item only inside the top R: an exact counting sort by distance, no argsort). The numba kernel finds
+a query's relevant items through per-class inverted lists of the database (its classes' items, not the
+whole database). Memory is O(n_query × bits) for the histograms, O(label entries) for the inverted lists
+and O(n_db) per thread; nothing of size n_query × n_db.
 
 Definitions (R_q = the number of database items relevant to query q, N_q(r) = the items within Hamming
 distance r of q, and N⁺_q(r) the relevant ones among them):
