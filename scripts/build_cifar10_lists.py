@@ -39,6 +39,7 @@ from utils.fileio import write_json  # noqa: E402
 from utils.data.lists import write_list  # noqa: E402
 from utils.safe_pickle import BadPickle, RefusedGlobal, refusal  # noqa: E402
 from utils.safe_pickle import load as safe_load  # noqa: E402
+from utils.data.split_check import check_split  # noqa: E402
 
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 FOLDER = "cifar-10-batches-py"
@@ -165,12 +166,13 @@ def build(archive, data_path, out, protocol="cifar10", test_per_class=100, train
         raise UserError(f"--protocol {protocol}: choose one of {', '.join(PROTOCOLS)}")
     images, labels, n_official_train = read_archive(archive)
     test, train, database = split(labels, n_official_train, protocol, test_per_class, train_per_class, seed)
+    checked = check_split(train.tolist(), database.tolist(), test.tolist(), train_in_database=protocol != "cifar10")
     wrote = write_images(images, data_path)
     onehot = np.eye(NUM_CLASSES, dtype=np.uint8)[labels]
     for name, idx in (("train", train), ("database", database), ("test", test)):
         write_list(os.path.join(out, f"{name}.txt"), [f"images/{i}.png" for i in idx], onehot[idx])
     return {"protocol": protocol, "images": len(images), "images_written": wrote, "train": len(train),
-            "database": len(database), "test": len(test), "data_path": data_path, "out": out}
+            "database": len(database), "test": len(test), "data_path": data_path, "out": out, "checked": checked}
 
 
 def parse_args(argv=None):
@@ -199,6 +201,7 @@ def main(argv=None):
     print(f"{s['images']} images {'written to' if s['images_written'] else 'already in'} {where}")
     print(f"protocol {s['protocol']}: wrote {args.out}: train.txt {s['train']}, database.txt {s['database']}, "
           f"test.txt {s['test']} (seed {args.seed})")
+    print(s["checked"])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.data.lists import write_list  # noqa: E402
+from utils.data.split_check import check_split  # noqa: E402
 
 SPLITS = (("train2014", "instances_train2014.json"), ("val2014", "instances_val2014.json"))
 
@@ -119,11 +120,12 @@ def build(json_files, out, image_root=None, n_query=5000, n_train=10000, seed=0,
     query, database, train = split(len(paths), n_query, n_train, seed)
     if verify_images:
         check_images(image_root, paths)
+    checked = check_split([paths[i] for i in train], [paths[i] for i in database], [paths[i] for i in query])
     for name, idx in (("test", query), ("database", database), ("train", train)):
         write_list(os.path.join(out, f"{name}.txt"), [paths[i] for i in idx], labels[idx])
     return {"images": n_images, "labelled": len(paths), "pruned": n_images - len(paths),
             "num_labels": len(cat_ids), "test": len(query), "database": len(database), "train": len(train),
-            "category_ids": cat_ids, "category_names": [names[c] for c in cat_ids], "out": out}
+            "category_ids": cat_ids, "category_names": [names[c] for c in cat_ids], "out": out, "checked": checked}
 
 
 def parse_args(argv=None):
@@ -157,6 +159,7 @@ def main(argv=None):
           f"{s['num_labels']} label columns (category ids {s['category_ids'][0]}..{s['category_ids'][-1]})")
     print(f"wrote {args.out}: test.txt {s['test']} queries, database.txt {s['database']}, "
           f"train.txt {s['train']} (from the database), seed {args.seed}")
+    print(s["checked"])
     if not args.check_images:
         print(f"paths are relative to {args.image_root} (not checked; pass --check-images to verify)")
 

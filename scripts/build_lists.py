@@ -45,6 +45,17 @@ same way, with quotas from each class's non-query count. For single-label data t
 per class. A class that would end up without a query, a training image or a database image (e.g. a tag that
 occurs in one image) is an error, never a silent empty class.
 
+Open set (--unseen-classes N, or NAME,NAME,...): N classes chosen with --seed (or the named ones) are kept
+out of train.txt: every training image carrying one of them is removed from it (with
+--database-excludes-train it goes to the database instead, so no image is lost), while database.txt and
+test.txt keep them. Training then never sees those classes, and the evaluation reports mAP on the queries of
+seen and of unseen classes separately; it finds the unseen classes from train.txt itself (the label columns no
+training line has), so no side file is written or needed. A seen class left without a training image (in
+multi-label data its images may all carry an unseen label too) is an error naming it.
+
+Before writing, the split is checked: queries and database are disjoint, and train ⊆ database (or, with
+--database-excludes-train, train ∩ database = ∅); the counts are printed.
+
 Images: every image is opened and decoded with PIL, as training will (JPEGs at 1/8 scale, in a few threads).
 An unreadable image, a CSV path that does not exist under --root, and a path containing whitespace (the list
 format cannot hold it; rename the file) are an error naming the first of them; with --skip-bad-images they are
@@ -75,6 +86,7 @@ from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import check_writable_dir, write_text  # noqa: E402
 from utils.data.images import IMAGE_EXTENSIONS, check_image  # noqa: E402
 from utils.data.lists import LIST_NAMES, format_list, write_list  # noqa: E402
+from utils.data.split_check import check_split  # noqa: E402
 
 DEFAULT_QUERY_FRACTION = 0.1
 DEFAULT_TRAIN_FRACTION = 0.5
@@ -518,10 +530,50 @@ def _drop_small(classes, items, plan, csv_mode):
     return remaining, kept, [(c, counts[c]) for c in classes if c in small], orphans
 
 
+def choose_unseen(spec, classes, seed, kind="class"):
+    """--unseen-classes: N (a seeded choice of N classes) or comma-separated names → sorted column indices."""
+    if spec is None or str(spec).strip() == "":
+        return []
+    spec = str(spec).strip()
+    if spec.isdigit():
+        n = int(spec)
+        if not 1 <= n < len(classes):
+            raise UserError(f"--unseen-classes {n}: choose between 1 and {len(classes) - 1} of the "
+                            f"{len(classes)} {kind}es (at least one must stay seen)")
+        return sorted(int(j) for j in np.random.default_rng([seed, 1]).choice(len(classes), n, replace=False))
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    column = {c: j for j, c in enumerate(classes)}
+    unknown = [x for x in names if x not in column]
+    if unknown:
+        raise UserError(f"--unseen-classes: no {kind} named {unknown[0]!r} (the {kind}es are "
+                        f"{', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''})")
+    chosen = sorted({column[x] for x in names})
+    if len(chosen) >= len(classes):
+        raise UserError(f"--unseen-classes names all {len(classes)} {kind}es; at least one must stay seen")
+    return chosen
+
+
+def hold_out(labels, train, database, unseen, excludes_train, classes, kind="class"):
+    """Remove every training image carrying an unseen class → (train, database, removed count)."""
+    if not unseen:
+        return train, database, 0
+    held = labels[train][:, unseen].any(axis=1)
+    removed = train[held]
+    train = train[~held]
+    if excludes_train:  # those images were only in train.txt: give them to the database
+        database = np.sort(np.concatenate([database, removed]))
+    seen = [j for j in range(labels.shape[1]) if j not in set(unseen)]
+    empty = [classes[j] for j in seen if labels[train, j].sum() == 0]
+    if empty:
+        raise UserError(f"--unseen-classes: seen {kind} '{empty[0]}' has no training image left (its images all "
+                        "carry an unseen class too); choose other unseen classes")
+    return train, database, len(removed)
+
+
 def build(out, images=None, csv_file=None, root=None, delimiter=",", path_column="path", label_column="labels",
           label_separator="|", query_per_class=None, query_fraction=None, train_per_class=None, train_fraction=None,
           database_excludes_train=False, seed=0, skip_bad_images=False, drop_small_classes=False, force=False,
-          say=None):
+          say=None, unseen_classes=None):
     """Collect, check, split and write; return a summary dict. `say(text)` receives progress lines."""
     say = say or (lambda text: None)
     if (images is None) == (csv_file is None):
@@ -601,6 +653,17 @@ def build(out, images=None, csv_file=None, root=None, delimiter=",", path_column
         + ("are not in the database" if plan.excludes_train else "are drawn from the database")
         + ("; multi-label: greedy per-label quotas, rarest label first" if multi else ""))
     test, train, database = split(labels, plan, seed, classes, kind, defaults)
+    unseen = choose_unseen(unseen_classes, classes, seed, kind)
+    train, database, n_held = hold_out(labels, train, database, unseen, plan.excludes_train, classes, kind)
+    if unseen:
+        say(f"open set: {_plural(len(unseen), kind)} kept out of train.txt ({', '.join(classes[j] for j in unseen)}): "
+            f"{_plural(n_held, 'training image')} carrying them removed"
+            + (" and given to the database" if plan.excludes_train else "")
+            + "; database.txt and test.txt keep them")
+    summary["checked"] = check_split([paths[i] for i in train], [paths[i] for i in database],
+                                     [paths[i] for i in test], train_in_database=not plan.excludes_train)
+    say(summary["checked"])
+    summary["unseen_classes"] = [classes[j] for j in unseen]
     splits = {"train": train, "database": database, "test": test}
     summary["table"] = format_table(classes, labels, splits)
     summary["status"] = write_outputs(out, classes, paths, labels, splits, force)
@@ -635,6 +698,9 @@ def parse_args(argv=None):
                     action="store_true",
                     help="leave the training images out of the database (default: train ⊆ database)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    sp.add_argument("--unseen-classes", "--unseen_classes", dest="unseen_classes", default=None, metavar="N|A,B",
+                    help="open set: keep N classes (seeded choice) or the named ones out of train.txt; database and "
+                         "queries keep them")
     sp.add_argument("--drop-small-classes", "--drop_small_classes", dest="drop_small_classes", action="store_true",
                     help="leave out classes with fewer images than the split needs instead of stopping")
     p.add_argument("--skip-bad-images", "--skip_bad_images", dest="skip_bad_images", action="store_true",
@@ -660,7 +726,8 @@ def main(argv=None):
               query_fraction=args.query_fraction, train_per_class=args.train_per_class,
               train_fraction=args.train_fraction, database_excludes_train=args.database_excludes_train,
               seed=args.seed, skip_bad_images=args.skip_bad_images, drop_small_classes=args.drop_small_classes,
-              force=args.force, say=lambda text: print(text, flush=True), **csv_opts)
+              force=args.force, say=lambda text: print(text, flush=True), unseen_classes=args.unseen_classes,
+              **csv_opts)
     print(s["table"])
     if s["multi_label"]:
         print("(multi-label: a class row counts the images carrying that label; the last row counts images)")

@@ -465,3 +465,64 @@ def test_does_not_import_paddle():
             "assert 'paddle' not in sys.modules, 'paddle imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------------- open set and split checks
+def test_unseen_classes_named_and_counted(folders, tmp_path):
+    """--unseen-classes NAME: the class keeps its queries and database images, loses its training images;
+    N: a seeded choice (the same for the same --seed). The run's unseen set is what train.txt lacks."""
+    base = tmp_path / "closed"
+    ok(run("--images", folders, "--out", base))
+    out = tmp_path / "open"
+    r = ok(run("--images", folders, "--out", out, "--unseen-classes", "dog"))
+    closed, opened = per_class(base), per_class(out)
+    assert opened["train"] == {"cat": 9, "dog": 0, "owl": 3}
+    assert opened["database"] == closed["database"] and opened["test"] == closed["test"]
+    assert lists(out)["train"].paths == [p for p in lists(base)["train"].paths if not p.startswith("dog/")]
+    assert "open set: 1 class kept out of train.txt (dog): 5 training images carrying them removed" in r.stdout
+    assert "checked: queries ∩ database = ∅ (4 queries, 33 database), train ⊆ database (12 of 33)" in r.stdout
+    # the engine's rule finds exactly that class from train.txt
+    from utils.report.evaluation import unseen_classes_from_train
+
+    ls = lists(out)
+    assert unseen_classes_from_train(ls["train"].labels, ls["test"].labels, ls["database"].labels) == [1]
+    a = bl.choose_unseen("2", ["a", "b", "c", "d", "e"], seed=3)
+    assert len(a) == 2 and a == bl.choose_unseen(2, ["a", "b", "c", "d", "e"], seed=3) == sorted(a)
+    assert {tuple(bl.choose_unseen("2", list("abcde"), seed=s)) for s in range(20)} != {tuple(a)}  # seeded
+
+
+def test_unseen_classes_excluded_train_goes_to_database(folders, tmp_path):
+    out = tmp_path / "ex"
+    r = ok(run("--images", folders, "--out", out, "--query-per-class", 2, "--train-per-class", 3,
+               "--database-excludes-train", "--unseen-classes", "owl,cat"))
+    c = per_class(out)
+    assert c["train"] == {"cat": 0, "dog": 3, "owl": 0}
+    assert c["database"] == {"cat": 18, "dog": 5, "owl": 5} and c["test"] == {"cat": 2, "dog": 2, "owl": 2}
+    assert "train ∩ database = ∅ (3 train, 28 database)" in r.stdout and "given to the database" in r.stdout
+
+
+def test_unseen_classes_errors(folders, tmp_path):
+    one_line_error(run("--images", folders, "--out", tmp_path / "a", "--unseen-classes", "3"), "between 1 and 2")
+    one_line_error(run("--images", folders, "--out", tmp_path / "b", "--unseen-classes", "cow"), "'cow'")
+    one_line_error(run("--images", folders, "--out", tmp_path / "c", "--unseen-classes", "cat,dog,owl"),
+                   "at least one must stay seen")
+    # multi-label: cherry always comes with apple, so keeping apple out leaves cherry without training
+    csv_file = make_csv(str(tmp_path / "data"), multi_rows())
+    one_line_error(run("--csv", csv_file, "--out", tmp_path / "d", "--query-per-class", 1, "--train-per-class", 2,
+                       "--unseen-classes", "apple"), "seen tag 'cherry' has no training image left")
+
+
+def test_check_split_direct():
+    from utils.data.split_check import check_split
+
+    assert check_split(["a"], ["a", "b"], ["c"]) == ("checked: queries ∩ database = ∅ (1 queries, 2 database), "
+                                                     "train ⊆ database (1 of 2), train ∩ queries = ∅")
+    with pytest.raises(UserError, match="share 1 image.*e.g. b"):
+        check_split(["a"], ["a", "b"], ["b"])
+    with pytest.raises(UserError, match="1 training image.*not in database.txt.*e.g. z"):
+        check_split(["z"], ["a", "b"], ["c"])
+    with pytest.raises(UserError, match="also in database.txt"):
+        check_split(["a"], ["a", "b"], ["c"], train_in_database=False)
+    with pytest.raises(UserError, match="test.txt would list 1 image"):
+        check_split(["a"], ["a", "b"], ["c", "c"])
+    assert "train ∩ database = ∅ (1 train, 2 database)" in check_split(["x"], ["a", "b"], ["c"], False)

@@ -256,6 +256,8 @@ def test_build_coco_lists(tmp_path):
     assert len(lists["test"]) == 5 and len(lists["database"]) == n_labelled - 5 and len(lists["train"]) == 6
     q, db, tr = (set(lists[n].paths) for n in ("test", "database", "train"))
     assert not q & db and tr <= db and len(q | db) == n_labelled
+    assert (f"checked: queries ∩ database = ∅ (5 queries, {n_labelled - 5} database), train ⊆ database "
+            f"(6 of {n_labelled - 5}), train ∩ queries = ∅") in r.stdout
     assert "train2014/COCO_train2014_000000000022.jpg" not in q | db  # the unannotated image (k = 3)
     assert all(p.startswith(("train2014/COCO_train2014_", "val2014/COCO_val2014_")) for p in q | db)
 
@@ -376,8 +378,11 @@ def test_build_cifar10_lists(tmp_path, protocol, counts):
     assert not te & db and not te & tr
     if protocol == "cifar10":
         assert not tr & db and len(tr | db | te) == 100
+        assert f"train ∩ database = ∅ ({counts[0]} train, {counts[1]} database)" in r.stdout
     else:
         assert tr <= db
+        assert f"train ⊆ database ({counts[0]} of {counts[1]})" in r.stdout
+    assert f"checked: queries ∩ database = ∅ ({counts[2]} queries, {counts[1]} database)" in r.stdout
     for n in SPLITS:
         assert (lists[n].labels.sum(1) == 1).all()
         assert all(os.path.isfile(data_path / p) for p in lists[n].paths)

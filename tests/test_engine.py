@@ -1,6 +1,9 @@
 """The training engine through its real entry points: resume is exact, evaluation is consistent
 across one and two processes, outputs are complete."""
+import hashlib
 import json
+import os
+import shutil
 
 import numpy as np
 import paddle
@@ -61,6 +64,36 @@ def test_outputs_and_eval_of_checkpoint(lite_single, tmp_path):
                   "--output", tmp_path / "eval"])
     line = [row for row in ev.stdout.splitlines() if row.startswith("mAP@all: ")]
     assert line and float(line[0].split()[1]) == pytest.approx(metrics["best_map"], abs=5e-5)
+    assert "changed since training" not in ev.stdout
+    # every evaluation's metrics.json: radius / R-based metrics, cost, seed and the split manifest
+    for key in ("precision_at_radius_2", "precision_at_radius_2_nonempty", "recall_at_radius_2", "map_at_r",
+                "r_precision"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["open_set"] is None and metrics["seed"] == json.loads((out / "run.json").read_text())["seed"]
+    assert metrics["cost"]["bytes_per_item"] == 2 and metrics["cost"]["encode_images_per_second"] > 0
+    assert metrics["cost"]["query_ms"] > 0
+    lists = lite_single["list_dir"]
+    digests = {n: hashlib.sha256(open(os.path.join(lists, f"{n}.txt"), "rb").read()).hexdigest()
+               for n in ("train", "database", "test")}
+    assert metrics["lists_sha256"] == digests == json.loads((out / "run.json").read_text())["lists_sha256"]
+    # an open-set copy of the lists (class 0 out of train.txt) evaluated with the same checkpoint: a warning
+    # names the changed list, and mAP is split into seen / unseen queries
+    open_dir = tmp_path / "open_lists"
+    shutil.copytree(lists, open_dir)
+    rows = (open_dir / "train.txt").read_text().splitlines()
+    (open_dir / "train.txt").write_text("\n".join(r for r in rows if r.split()[1] != "1") + "\n")
+    ev2 = run_cli(["main_single_gpu.py", "--eval", "--pretrained", out / "best.pdparams", "--num-workers", 0,
+                   "--list-dir", open_dir, "--output", tmp_path / "eval_open"])
+    assert f"{open_dir / 'train.txt'}: the train list changed since training" in ev2.stdout
+    assert "database.txt: the" not in ev2.stdout and "test.txt: the" not in ev2.stdout
+    m2 = json.loads((tmp_path / "eval_open" / "metrics.json").read_text())
+    os_ = m2["open_set"]
+    test_rows = (open_dir / "test.txt").read_text().splitlines()
+    n_unseen = sum(r.split()[1] == "1" for r in test_rows)
+    assert os_["unseen_classes"] == [0] and os_["unseen"]["num_query"] == n_unseen > 0
+    assert os_["seen"]["num_query"] == len(test_rows) - n_unseen
+    report = json.loads((tmp_path / "eval_open" / "report" / "metrics.json").read_text())
+    assert report["open_set"] == os_ and report["map_at_r"] == m2["map_at_r"]
 
 
 def launch_2proc(args, log_dir, timeout=900):

@@ -191,16 +191,25 @@ def test_write_report_files_and_numbers(tmp_path):
     assert dg["hamming"]["gap"] > 3 and dg["quantization_error"]["normalized"] > 0
     assert len(dg["bit_balance"]["per_bit"]) == 16
     assert m["extra"] == {"epoch": 4}
-    for name in ("pr_curve.png", "hamming_hist.png", "bit_balance.png", "training_curves.png"):
+    for name in ("pr_curve.png", "radius_curve.png", "hamming_hist.png", "bit_balance.png", "training_curves.png"):
         assert_png(str(rdir / name))
+    # the radius / R-based metrics are utils.retrieval.metrics' on the binary codes
+    s = retrieval.rank_stats(q, d, ql, dl)
+    assert m["precision_at_radius_2"] == pytest.approx(s.precision_at_radius(2))
+    assert m["precision_at_radius_2_nonempty"] == pytest.approx(s.precision_at_radius(2, empty="exclude"))
+    assert m["recall_at_radius_2"] == pytest.approx(s.recall_at_radius(2))
+    assert m["map_at_r"] == pytest.approx(retrieval.map_at_r(q, d, ql, dl))
+    assert m["r_precision"] == pytest.approx(retrieval.r_precision(q, d, ql, dl))
+    assert m["open_set"] is None and m["cost"]["bytes_per_item"] == 2 and m["cost"]["query_ms"] > 0
     pr = json.loads((rdir / "pr_curve.json").read_text())
     assert len(pr["precision"]) == len(pr["recall"]) == 17 and pr["recall"][-1] == pytest.approx(1.0)
     md = (rdir / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert set(links) == {"pr_curve.png", "hamming_hist.png", "bit_balance.png", "training_curves.png"}
+    assert set(links) == {"pr_curve.png", "radius_curve.png", "hamming_hist.png", "bit_balance.png",
+                          "training_curves.png"}
     for link in links:
         assert not os.path.isabs(link) and (rdir / link).is_file()
-    assert f"{m['map']:.4f}" in md and "gap" in md
+    assert f"{m['map']:.4f}" in md and "gap" in md and f"| MAP@R | {m['map_at_r']:.4f} |" in md
 
 
 def test_write_report_binary_codes_and_given_map(tmp_path):
@@ -222,18 +231,21 @@ def test_write_report_layout_is_compute_report_plus_files(tmp_path):
     m = write_report(str(tmp_path), q, d, ql, dl, **kw)
     assert list(m) == ["method", "bit", "dataset", "topk", "num_query", "num_database", "num_classes", "multi_label",
                        "map", "map_tie_aware", "map_random_codes", "precision_at_k", "recall_at_k",
-                       "precision_at_topk", "recall_at_topk", "diagnostics", "extra", "timings_seconds", "files"]
+                       "precision_at_topk", "recall_at_topk", "precision_at_radius_2",
+                       "precision_at_radius_2_nonempty", "queries_retrieving_at_radius_2", "recall_at_radius_2",
+                       "map_at_r", "r_precision", "queries_without_relevant", "open_set", "cost", "lists_sha256",
+                       "diagnostics", "extra", "timings_seconds", "files"]
     assert list(m["diagnostics"]) == ["bit_balance", "bit_correlation", "quantization_error", "distinct_codes",
                                       "hamming", "codebook", "labels_per_database_item"]
-    assert list(m["timings_seconds"]) == ["map", "map_random_codes", "precision_recall_at_k", "pr_curve",
-                                          "bit_balance", "bit_correlation", "quantization_error", "distinct_codes",
+    assert list(m["timings_seconds"]) == ["map", "map_random_codes", "rank_stats", "query_time", "bit_balance",
+                                          "bit_correlation", "quantization_error", "distinct_codes",
                                           "hamming_intra_inter", "codebook", "plots", "total"]
-    assert m["files"] == ["bit_balance.png", "hamming_hist.png", "pr_curve.png", "hamming_hist.json",
-                          "pr_curve.json", "report.md"]
+    assert m["files"] == ["bit_balance.png", "hamming_hist.png", "pr_curve.png", "radius_curve.png",
+                          "hamming_hist.json", "pr_curve.json", "report.md"]
     assert sorted(os.listdir(tmp_path / "report")) == sorted(m["files"] + ["metrics.json"])
     computed, curves = compute_report(q, d, ql, dl, **kw)
     assert list(computed["timings_seconds"]) == list(m["timings_seconds"])[:-2]
-    strip = {"timings_seconds", "files"}
+    strip = {"timings_seconds", "files", "cost"}  # cost holds a measured query time
     assert json.loads(json.dumps(_clean({k: v for k, v in computed.items() if k not in strip}))) == \
         {k: v for k, v in m.items() if k not in strip}
     hist = json.loads((tmp_path / "report" / "hamming_hist.json").read_text())
@@ -289,6 +301,52 @@ def test_compare_runs_random_codes_row_from_reports(tmp_path):
     assert rows[-1] == "| random codes (cifar10) | 0.1010 | 0.1020 |", out
 
 
+def seeded_run(directory, method, seed, map_, bit=16, lr=1e-3, extra=None):
+    """A run folder as training leaves it: run.json (the resolved configuration) and metrics.json."""
+    fake_run(directory, method, bit, map_, map_, dataset="lite_single", with_report=False)
+    m = json.loads((directory / "metrics.json").read_text())
+    m.update(seed=seed, **(extra or {}))
+    (directory / "metrics.json").write_text(json.dumps(m))
+    (directory / "run.json").write_text(json.dumps({"method": method, "bit": bit, "dataset": "lite_single",
+                                                    "lr": lr, "seed": seed, "output": str(directory),
+                                                    "num_workers": 2}))
+
+
+def test_compare_runs_groups_seeds_by_run_json(tmp_path):
+    """Folders named anyhow: runs differing only in seed (and output / workers) form one group; a run with
+    another lr is another group; mean ± sample std (n), per-seed values, paired differences."""
+    a = [0.50, 0.60, 0.40]
+    b = [0.30, 0.35, 0.20]
+    for i, seed in enumerate((0, 1, 2)):
+        seeded_run(tmp_path / f"x{i}", "orthohash", seed, a[i])
+        seeded_run(tmp_path / f"y{i}", "hashnet", seed, b[i])
+    seeded_run(tmp_path / "z", "hashnet", 0, 0.9, lr=1e-2)
+    out = run_cli(["scripts/compare_runs.py", *(tmp_path / f"x{i}" for i in range(3)),
+                   *(tmp_path / f"y{i}" for i in range(3)), tmp_path / "z"]).stdout
+    sd = np.std(a, ddof=1)
+    assert f"| orthohash (lite_single) | {np.mean(a):.4f} ± {sd:.4f} (3) |" in out, out
+    assert f"| hashnet (lite_single) [lr=0.001] | {np.mean(b):.4f} ± {np.std(b, ddof=1):.4f} (3) |" in out
+    assert "| hashnet (lite_single) [lr=0.01] | 0.9000 |" in out
+    assert "| orthohash (lite_single), 16 | 0.5000 | 0.6000 | 0.4000 |" in out
+    diff = np.subtract(a, b)
+    assert (f"| orthohash (lite_single) − hashnet (lite_single) [lr=0.001] | 16 | {diff.mean():.4f} ± "
+            f"{np.std(diff, ddof=1):.4f} (3) | +0.2000, +0.2500, +0.2000 |") in out
+    assert "[lr=0.01] | 16 |" not in out.split("paired difference")[1]  # one common seed: no difference
+
+
+def test_compare_runs_open_set_and_cost_columns(tmp_path):
+    for i, (seen, unseen) in enumerate(((0.6, 0.2), (0.5, 0.3))):
+        seeded_run(tmp_path / f"r{i}", "orthohash", i, 0.5, extra={
+            "map_at_r": 0.4 + i / 10, "open_set": {"seen": {"map": seen}, "unseen": {"map": unseen}},
+            "cost": {"bytes_per_item": 2, "encode_images_per_second": 100.0 + i, "query_ms": 0.01}})
+    out = run_cli(["scripts/compare_runs.py", tmp_path / "r0", tmp_path / "r1", "--metrics", "map_at_r",
+                   "--cost"]).stdout
+    assert "| method (dataset), bits | map | map_seen | map_unseen |" in out
+    assert f"| orthohash (lite_single), 16 | 0.5000 ± 0.0000 (2) | 0.5500 ± {np.std([.6, .5], ddof=1):.4f} (2) |" in out
+    assert "| method (dataset), bits | map_at_r | bytes_per_item | encode_images_per_second | query_ms |" in out
+    assert "| 2 ± 0 (2) | 100.5 ± 0.7 (2) | 0.010 ± 0.000 (2) |" in out
+
+
 def test_random_code_map_is_the_chance_level():
     rng = np.random.default_rng(0)
     c, n_q, n_db = 5, 60, 500
@@ -318,3 +376,26 @@ def test_compare_runs_errors(tmp_path):
     fake_run(tmp_path / "noreport", "hashnet", 32, 0.6, 0.59, with_report=False)
     p = run_cli(["scripts/compare_runs.py", tmp_path / "noreport", "--plot", tmp_path / "x.png"], check=False)
     assert p.returncode == 2 and "pr_curve.json: not found" in p.stderr
+
+
+def test_report_open_set_cost_and_lists(tmp_path):
+    """Unseen classes → seen / unseen mAP equal to the mean per-query AP of each group; cost and the list
+    hashes are stored as given and shown in report.md."""
+    q, d, ql, dl, _ = synthetic(3, 0.2)
+    m = write_report(str(tmp_path), q, d, ql, dl, topk=-1, method="hashnet", bit=16, unseen_classes=[1, 3],
+                     unseen_names=["bee", "dove"],
+                     cost={"encode_images_per_second": 123.4, "encode_runtime": "dygraph", "query_ms": 0.5,
+                           "query_k": 10, "query_backend": "numba"},
+                     lists_sha256={"train": "ab" * 32, "database": "cd" * 32, "test": "ef" * 32})
+    _, ap = retrieval.mean_average_precision(np.sign(q), np.sign(d), ql, dl, return_per_query=True)
+    unseen = (ql[:, [1, 3]] > 0).any(axis=1)
+    os_ = m["open_set"]
+    assert os_["unseen_classes"] == [1, 3] and os_["unseen_class_names"] == ["bee", "dove"]
+    assert os_["unseen"]["num_query"] == int(unseen.sum()) and os_["seen"]["num_query"] == int((~unseen).sum())
+    assert os_["unseen"]["map"] == pytest.approx(ap[unseen].mean())
+    assert os_["seen"]["map"] == pytest.approx(ap[~unseen].mean())
+    assert m["cost"] == {"bytes_per_item": 2, "encode_images_per_second": 123.4, "encode_runtime": "dygraph",
+                         "query_ms": 0.5, "query_k": 10, "query_backend": "numba"}
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Open set" in md and "bee (column 1), dove (column 3)" in md
+    assert f"{os_['unseen']['map']:.4f}" in md and "123.4" in md and "ab" * 32 in md

@@ -6,10 +6,15 @@
 writes, atomically:
 
     report/metrics.json     mAP@topK (ties by index) and tie-aware, precision@k (k = 1, 10, 100, topK),
-                            recall@topK, diagnostics (utils.report.diagnostics), timings
+                            recall@topK, precision / recall within Hamming radius 2, MAP@R, R-precision,
+                            seen / unseen-class mAP (open-set lists), cost (bytes per item, encode
+                            images/s, query time), the lists' sha256, diagnostics
+                            (utils.report.diagnostics), timings
     report/pr_curve.json    precision / recall per Hamming radius (read by scripts/compare_runs.py --plot)
     report/hamming_hist.json  intra / inter-class distance histograms
-    report/pr_curve.png     precision–recall over Hamming radius, and both against the radius
+    report/pr_curve.png     precision–recall over Hamming radius
+    report/radius_curve.png precision (both empty-lookup rules), recall and the share of queries that
+                            retrieve anything, against the radius r = 0..bits
     report/hamming_hist.png intra / inter-class Hamming distance histograms with the gap (OrthoHash Fig. 3)
     report/bit_balance.png  mean of each bit, and |correlation| between bits
     report/training_curves.png  loss and mAP per epoch, when <out_dir>/train_log.csv exists
@@ -31,17 +36,19 @@ import numpy as np
 
 from utils import retrieval
 from utils.report import diagnostics
+from utils.report.evaluation import (bytes_per_item, open_set_metrics, query_cost, radius_r_metrics,
+                                     report_ks)
 from utils.errors import UserError
 from utils.fileio import write_json, write_text
 from utils.rundir import RunDir
-from utils.report.plots import _arr, plot_bit_balance, plot_hamming_hist, plot_pr_curves, plot_training_curves
+from utils.report.plots import (_arr, plot_bit_balance, plot_hamming_hist, plot_pr_curves, plot_radius_curve,
+                                plot_training_curves)
 
 log = logging.getLogger("deephash")
 
 __all__ = ["write_report", "compute_report", "plot_training_curves", "plot_pr_curves", "plot_hamming_hist",
            "plot_bit_balance", "load_pr_curve"]
 
-PRECISION_KS = (1, 10, 100)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -108,7 +115,8 @@ class _Timings(dict):
 def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, method="", bit=None,
                    codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
                    map_tie_aware=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
-                   max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0):
+                   max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0, stats=None, per_query_ap=None,
+                   per_query_ap_tie=None, unseen_classes=None, cost=None, lists_sha256=None, unseen_names=None):
     """The report's numbers, nothing written → (metrics, curves).
 
     metrics: the dict of report/metrics.json without "files" (numpy values, not yet JSON-cleaned), its
@@ -125,6 +133,7 @@ def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, me
         raise ValueError(f"bit={bit} but the codes have {d.shape[1]} bits")
     topk = None if topk is None or int(topk) == -1 else int(topk)
     k_eff = len(d) if topk is None else min(topk, len(d))
+    ks = report_ks(topk, len(d))
 
     qb, db = retrieval.binarize(q), retrieval.binarize(d)
     ql, dl = np.asarray(query_labels), np.asarray(db_labels)
@@ -137,11 +146,28 @@ def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, me
             map_tie_aware = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, tie_aware=True)
     with timings("map_random_codes"):
         map_random = diagnostics.random_code_map(ql, dl, bit, topk=topk, seed=seed)
-    with timings("precision_recall_at_k"):
-        ks = sorted({min(k, len(d)) for k in PRECISION_KS} | {k_eff})
-        prec, rec = retrieval.precision_recall_at_k(qb, db, ql, dl, ks)
-    with timings("pr_curve"):
-        pr = retrieval.pr_curve_hamming_radius(qb, db, ql, dl)
+    with timings("rank_stats"):  # one pass: precision/recall@k, radius curve, radius 2, MAP@R, R-precision
+        if stats is None:
+            stats = retrieval.rank_stats(qb, db, ql, dl, ks)
+        elif [int(k) for k in stats.ks] != ks:
+            raise ValueError(f"stats were computed for k = {list(stats.ks)}, the report needs {ks} (report_ks)")
+        prec, rec = stats.precision_recall_at_k()
+        pr, pr_zero = stats.radius_curve()
+        ranked = radius_r_metrics(stats)
+    open_set = None
+    if unseen_classes:
+        with timings("open_set"):
+            if per_query_ap is None:
+                per_query_ap = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, return_per_query=True)[1]
+            if per_query_ap_tie is None:
+                per_query_ap_tie = retrieval.mean_average_precision(qb, db, ql, dl, topk=topk, tie_aware=True,
+                                                                    return_per_query=True)[1]
+            open_set = open_set_metrics(ql, unseen_classes, per_query_ap, per_query_ap_tie, stats, unseen_names)
+    cost = dict(cost or {})
+    if "query_ms" not in cost:
+        with timings("query_time"):
+            cost.update(query_cost(qb, db))
+    cost = dict({"bytes_per_item": bytes_per_item(bit)}, **cost)
 
     # --- code diagnostics (utils.report.diagnostics), on the database codes
     with timings("bit_balance"):
@@ -167,6 +193,10 @@ def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, me
         "precision_at_k": {str(k): float(p) for k, p in zip(ks, prec)},
         "recall_at_k": {str(k): float(r) for k, r in zip(ks, rec)},
         "precision_at_topk": float(prec[ks.index(k_eff)]), "recall_at_topk": float(rec[ks.index(k_eff)]),
+        **ranked,
+        "open_set": open_set,
+        "cost": cost,
+        "lists_sha256": lists_sha256,
         "diagnostics": {
             "bit_balance": {"per_bit": balance, "max_abs": float(np.max(np.abs(balance))),
                             "mean_abs": float(np.mean(np.abs(balance)))},
@@ -181,7 +211,7 @@ def compute_report(query_codes, db_codes, query_labels, db_labels, topk=None, me
         "extra": extra or {},
         "timings_seconds": timings,
     }
-    return metrics, {"pr": pr, "hamming_hist": hist, "bit_correlation": corr["matrix"]}
+    return metrics, {"pr": pr, "pr_empty_zero": pr_zero, "hamming_hist": hist, "bit_correlation": corr["matrix"]}
 
 
 def _write_pictures(rdir, metrics, curves, title, train_log):
@@ -190,12 +220,15 @@ def _write_pictures(rdir, metrics, curves, title, train_log):
     write_json(os.path.join(rdir, "pr_curve.json"), _clean({
         "method": method, "bit": metrics["bit"], "dataset": dataset, "radius": pr.radius,
         "precision": pr.precision, "recall": pr.recall, "n_queries": pr.n_queries,
-        "num_query": metrics["num_query"]}))
+        "precision_empty_zero": curves["pr_empty_zero"], "num_query": metrics["num_query"]}))
     write_json(os.path.join(rdir, "hamming_hist.json"), _clean(dict(hist, method=method, dataset=dataset)))
     images = {}
     images["pr_curve"] = plot_pr_curves(
         [{"label": title or "run", "precision": pr.precision, "recall": pr.recall, "radius": pr.radius}],
-        os.path.join(rdir, "pr_curve.png"), title=title)
+        os.path.join(rdir, "pr_curve.png"), title=title, by_radius=False)
+    images["radius_curve"] = plot_radius_curve(pr.radius, pr.precision, curves["pr_empty_zero"], pr.recall,
+                                               pr.n_queries / max(1, metrics["num_query"]),
+                                               os.path.join(rdir, "radius_curve.png"), title=title)
     images["hamming_hist"] = plot_hamming_hist(hist, os.path.join(rdir, "hamming_hist.png"), title=title)
     images["bit_balance"] = plot_bit_balance(metrics["diagnostics"]["bit_balance"]["per_bit"],
                                              curves["bit_correlation"], os.path.join(rdir, "bit_balance.png"),
@@ -211,7 +244,8 @@ def _write_pictures(rdir, metrics, curves, title, train_log):
 def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=None, method="", bit=None,
                  codebook=None, continuous=True, extra=None, *, dataset=None, map_value=None,
                  map_tie_aware=None, train_log=None, max_pairs=diagnostics.DEFAULT_MAX_PAIRS,
-                 max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0):
+                 max_corr_codes=diagnostics.DEFAULT_MAX_CORR_CODES, seed=0, stats=None, per_query_ap=None,
+                 per_query_ap_tie=None, unseen_classes=None, cost=None, lists_sha256=None, unseen_names=None):
     """Write `<out_dir>/report/` (see the module docstring); return the metrics dict (as in metrics.json).
 
     query_codes (nq, bits), db_codes (n_db, bits): continuous outputs (sign → binary code), or binary
@@ -222,12 +256,21 @@ def write_report(out_dir, query_codes, db_codes, query_labels, db_labels, topk=N
     <out_dir>/train_log.csv when it exists). extra: JSON-able dict stored under "extra" and listed in
     report.md (epoch, backbone, checkpoint, ...). max_pairs / max_corr_codes / seed: sampling of the
     distance histograms and the bit correlation (see utils.report.diagnostics).
+    stats: a `utils.retrieval.rank_stats` result for ks = `report_ks(topk, n_db)` (the engine's, to skip
+    the pass). unseen_classes: class indices no training image has (open-set lists; the engine derives
+    them from train.txt) → seen / unseen-class mAP, from per_query_ap / per_query_ap_tie when given
+    (unseen_names: their names, for report.md). cost:
+    {"encode_images_per_second", "encode_runtime", "query_ms", ...} measured by the caller (query time is
+    measured here when absent). lists_sha256: {list name: sha256}, stored as given.
     """
     t_start = time.time()
     metrics, curves = compute_report(query_codes, db_codes, query_labels, db_labels, topk, method, bit, codebook,
                                      continuous, extra, dataset=dataset, map_value=map_value,
                                      map_tie_aware=map_tie_aware, max_pairs=max_pairs,
-                                     max_corr_codes=max_corr_codes, seed=seed)
+                                     max_corr_codes=max_corr_codes, seed=seed, stats=stats,
+                                     per_query_ap=per_query_ap, per_query_ap_tie=per_query_ap_tie,
+                                     unseen_classes=unseen_classes, cost=cost, lists_sha256=lists_sha256,
+                                     unseen_names=unseen_names)
     run = RunDir(out_dir)
     rdir = run.report
     os.makedirs(rdir, exist_ok=True)
@@ -266,6 +309,37 @@ def render_markdown(m, images):
     for k, p in m["precision_at_k"].items():
         out.append(f"| precision@{k} | {_fmt(p)} |")
     out.append(f"| recall@{topk} | {_fmt(m['recall_at_topk'])} |")
+    if "map_at_r" in m:
+        out += [f"| precision within Hamming radius 2 (empty lookup = 0) | {_fmt(m['precision_at_radius_2'])} |",
+                f"| precision within Hamming radius 2 (queries that retrieve something) | "
+                f"{_fmt(m['precision_at_radius_2_nonempty'])} |",
+                f"| share of queries retrieving anything within radius 2 | "
+                f"{_fmt(m['queries_retrieving_at_radius_2'])} |",
+                f"| recall within Hamming radius 2 | {_fmt(m['recall_at_radius_2'])} |",
+                f"| MAP@R | {_fmt(m['map_at_r'])} |",
+                f"| R-precision | {_fmt(m['r_precision'])} |"]
+    os_ = m.get("open_set")
+    if os_:
+        names = os_.get("unseen_class_names") or [None] * len(os_["unseen_classes"])
+        unseen_label = [f"{n} (column {c})" if n else str(c) for c, n in zip(os_["unseen_classes"], names)]
+        out += ["", "## Open set: seen and unseen classes", "",
+                f"Unseen classes (no training image has them, read from train.txt): "
+                f"{', '.join(unseen_label)}. A query is unseen when it holds at least one of them.", "",
+                f"| queries | n | mAP@{topk} | mAP@{topk} (tie-aware) | MAP@R |", "|---|---:|---:|---:|---:|"]
+        for name in ("seen", "unseen"):
+            g = os_[name]
+            out.append(f"| {name} | {_fmt(g['num_query'])} | {_fmt(g['map'])} | {_fmt(g['map_tie_aware'])} | "
+                       f"{_fmt(g.get('map_at_r'))} |")
+    c = m.get("cost")
+    if c:
+        out += ["", "## Cost", "", "| cost | value |", "|---|---|",
+                f"| bytes per database item (packed code) | {_fmt(c['bytes_per_item'])} |"]
+        if c.get("encode_images_per_second") is not None:
+            out.append(f"| encode images/s ({c.get('encode_runtime', 'runtime')}) | "
+                       f"{_fmt(c['encode_images_per_second'], 1)} |")
+        if c.get("query_ms") is not None:
+            out.append(f"| query time, exact top-{c.get('query_k')} over {m['num_database']:,} items "
+                       f"({c.get('query_backend')}) | {_fmt(c['query_ms'], 3)} ms/query |")
     bal, cor, ham = dg["bit_balance"], dg["bit_correlation"], dg["hamming"]
     q, dc, cb = dg["quantization_error"], dg["distinct_codes"], dg["codebook"]
     rows = [
@@ -300,13 +374,20 @@ def render_markdown(m, images):
             "pairs) far left of the red (irrelevant pairs); overlap is what ranking cannot separate.", "",
             f"![Hamming distance histograms]({images['hamming_hist']})", "",
             "### Precision–recall over Hamming radius", "",
-            "Retrieving every database item within Hamming distance r of the query, for r = 0..bits. Precision "
-            "at a radius averages the queries that retrieve at least one item.", "",
-            f"![Precision-recall curve]({images['pr_curve']})", "",
+            "Retrieving every database item within Hamming distance r of the query, for r = 0..bits. In the "
+            "precision–recall chart (left), precision at a radius averages the queries that retrieve at least one "
+            "item; the radius chart (right) also shows precision with an empty lookup counted 0 and the share of "
+            "queries that retrieve anything.", "",
+            "| precision–recall | against the radius |", "|---|---|",
+            f"| ![Precision-recall curve]({images['pr_curve']}) | ![Radius curve]({images['radius_curve']}) |", "",
             "### Bit balance and bit correlation", "",
             f"![Bit balance and correlation]({images['bit_balance']})", ""]
     if "training_curves" in images:
         out += ["### Training curves", "", f"![Training curves]({images['training_curves']})", ""]
+    if m.get("lists_sha256"):
+        out += ["## Lists", "", "| list | sha256 |", "|---|---|"]
+        out += [f"| {k} | `{v}` |" for k, v in m["lists_sha256"].items()]
+        out.append("")
     if m.get("extra"):
         out += ["## Run", "", "| key | value |", "|---|---|"]
         out += [f"| {k} | {v} |" for k, v in m["extra"].items()]
@@ -314,6 +395,13 @@ def render_markdown(m, images):
     out += ["## Definitions", "",
             "- **mAP@k**: ranking by Hamming distance, ties broken by database index; the tie-aware value is "
             "the expected AP over random orders of tied items (utils/retrieval/).",
+            "- **precision / recall within Hamming radius 2**: over the database items at distance ≤ 2 of the "
+            "query. A query that retrieves nothing counts precision 0 (thulab/DeepHash's evaluation); the "
+            "\"retrieve something\" row averages only the others. Recall averages the queries with at least one "
+            "relevant database item.",
+            "- **MAP@R** and **R-precision** (Musgrave et al. 2020): R = the number of database items relevant to "
+            "the query; AP@R = (1/R) Σ_{i≤R} P@i·rel(i), R-precision = relevant in the top R / R, ties by database "
+            "index, averaged over the queries with R > 0 (utils/retrieval/metrics.py).",
             "- **Bit balance**: mean of each ±1 bit over the database codes.",
             f"- **Bit correlation**: Pearson correlation between bits over {cor['n_codes']:,} database codes "
             f"(sampled above {_fmt(cor.get('max_codes'))}); a constant bit has no correlation and is excluded "

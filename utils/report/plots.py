@@ -83,6 +83,26 @@ def plot_pr_curves(curves, png, title=None, by_radius=True):
     return _save(fig, png)
 
 
+def plot_radius_curve(radius, precision, precision_zero, recall, share, png, title=None):
+    """Hamming-ball retrieval against the radius r = 0..bits → PNG: precision over the queries that
+    retrieve something (solid), precision with empty lookups counted 0 (dash-dot), recall (dashed), and
+    the share of queries that retrieve anything (dotted); radius 2 marked."""
+    radius = np.asarray(radius)
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    ax.plot(radius, _arr(precision), "-", color="tab:blue", label="precision (queries retrieving something)")
+    ax.plot(radius, _arr(precision_zero), "-.", color="tab:purple", label="precision (empty lookup = 0)")
+    ax.plot(radius, _arr(recall), "--", color="tab:orange", label="recall")
+    ax.plot(radius, _arr(share), ":", color="tab:gray", label="share of queries retrieving anything")
+    ax.axvline(2, color="black", lw=0.6, alpha=0.5)
+    ax.set_xlabel("Hamming radius r (retrieve distance ≤ r)")
+    ax.set_ylabel("mean over queries")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Hamming-ball retrieval against the radius")
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, png)
+
+
 def plot_hamming_hist(hist, png, title=None):
     """Normalised intra- and inter-class Hamming distance histograms with the gap between their means
     annotated (OrthoHash, Fig. 3). `hist` is the dict from `diagnostics.hamming_intra_inter` (or the

@@ -26,6 +26,9 @@ first), i.e. exactly ``np.argsort(dist, kind="stable")``. Every backend gives id
 Labels are 0/1 arrays ``(n, C)`` (one-hot or multi-hot); a database item is relevant to a query when
 they share at least one label (HashNet protocol).
 
+More metrics (precision / recall within a Hamming radius, MAP@R, R-precision, open-set query groups) live in
+`utils.retrieval.metrics` and are re-exported here; their definitions are in that module's docstring.
+
 Cost
 ----
 The metrics make one pass over the database per query (numba: parallel over query blocks, a histogram
@@ -55,6 +58,8 @@ __all__ = [
     "hex_to_codes",
     "hamming_distance", "hamming_topk", "mean_average_precision", "precision_recall_at_k",
     "pr_curve_hamming_radius", "PRCurve", "HammingIndex",
+    # utils.retrieval.metrics: radius, R-based and open-set metrics from one pass
+    "RankStats", "rank_stats", "precision_recall_at_radius", "map_at_r", "r_precision", "query_groups", "subset_mean",
 ]
 
 _TOPK_INSERT_MAX_K = 32  # exact top-k by insertion lists up to this k, by counting sort above
@@ -945,3 +950,8 @@ def pr_curve_hamming_radius(query_codes, db_codes, query_labels, db_labels, bits
         recall = (rel_retrieved[has] / total[has, None]).mean(axis=0) if has.any() else \
             np.full(hist.shape[1], np.nan)
     return PRCurve(np.arange(hist.shape[1]), precision, recall, n_queries)
+
+
+# the metrics module uses the kernels above: imported last, re-exported here
+from utils.retrieval.metrics import (RankStats, map_at_r, precision_recall_at_radius, query_groups,  # noqa: E402
+                                     r_precision, rank_stats, subset_mean)

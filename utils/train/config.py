@@ -169,7 +169,7 @@ def resolve(args, checkpoint_cfg=None, sources=None):
 
 def format_recipe(cfg, sources):
     """The --print-recipe table: every training-relevant key, its value and where it came from."""
-    skip = set(RUN_KEYS) | {"data_path", "list_dir", "backbone_weights"}
+    skip = set(RUN_KEYS) | {"data_path", "list_dir", "backbone_weights", "lists_sha256"}
     owned = {opt.replace("-", "_"): owners for opt, (_, owners) in method_options().items()}
     keys = [k for k in cfg if k not in skip and (k not in owned or cfg["method"] in owned[k])]
     width = max(len(k) for k in keys)

@@ -24,17 +24,20 @@ from models import METHODS, build_model, load_backbone_weights
 from utils import retrieval
 from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint,
                                weights_fingerprint)
-from utils.retrieval.code_cache import make_fingerprint, save_codes
+from utils.retrieval.code_cache import file_sha256, make_fingerprint, save_codes
 from utils.train.amp import Amp
 from utils.train.config import ARCH_KEYS, format_recipe, resolve
 from utils.train.visualdl import VisualDLLog
 from utils.data.datasets import PRESETS, ImageListDataset, load_lists, make_loader
+from utils.data.lists import read_list
 from utils.train.dist import Env
 from utils.train.optim import rmsprop
 from utils.errors import UserError
 from utils.fileio import check_writable_dir, write_json, write_text
 from utils.rundir import RunDir
 from utils.report import write_report
+from utils.report.evaluation import (open_set_metrics, query_cost, radius_r_metrics, report_ks,
+                                     unseen_classes_from_train)
 from utils.data.transforms import Preprocess
 
 log = logging.getLogger("deephash")
@@ -66,6 +69,7 @@ class Data:
 
     def __init__(self, cfg, env, need_train):
         preset = PRESETS[cfg["dataset"]]
+        self.list_dir = cfg["list_dir"]
         names = ("train", "database", "test") if need_train else ("database", "test")
         unlabelled = () if METHODS[cfg["method"]].supervised else ("train",)  # may list paths alone
         self.lists = load_lists(cfg["list_dir"], preset.num_labels, cfg["allow_absolute_paths"], names, unlabelled)
@@ -77,6 +81,7 @@ class Data:
             raise UserError(f"--data-path {cfg['data_path']}: directory not found; point it at the image root "
                             "the list paths are relative to")
         self.preprocess = Preprocess.from_dict(cfg)
+        self._read_manifest(cfg, unlabelled)
         self.sets = {}
         for name, lst in self.lists.items():
             ds = ImageListDataset(lst, cfg["data_path"], self.preprocess, train=(name == "train"), seed=cfg["seed"])
@@ -94,6 +99,47 @@ class Data:
                                 "use a smaller batch size or --no-drop-last")
             self.train_loader = make_loader(train, cfg["batch_size"], cfg["num_workers"], env.world_size, env.rank,
                                             train=True, seed=cfg["seed"], drop_last=cfg["drop_last"])
+
+    def _read_manifest(self, cfg, unlabelled):
+        """The split manifest (sha256 of each list file) and the open-set classes: those no training
+        image has but some query or database image does, read from train.txt (read, not loaded as a data
+        set, when only evaluating; an unlabelled or missing train.txt gives none)."""
+        train_file = os.path.join(cfg["list_dir"], "train.txt")
+        self.lists_sha256 = {name: file_sha256(os.path.join(cfg["list_dir"], f"{name}.txt"))
+                             for name in ("train", "database", "test")
+                             if os.path.isfile(os.path.join(cfg["list_dir"], f"{name}.txt"))}
+        train = self.lists.get("train")
+        if train is None and os.path.isfile(train_file):
+            try:
+                train = read_list(train_file, self.num_labels, cfg["allow_absolute_paths"],
+                                  unlabelled_ok=bool(unlabelled))
+            except UserError as exc:  # evaluation does not need train.txt: say why there is no open-set split
+                log.warning("open-set classes not derived (train.txt unreadable as a list: %s)", exc)
+        labels = getattr(train, "labels", None)
+        if labels is None or len(labels) == 0 or labels.ndim != 2 or labels.shape[1] != self.num_labels:
+            self.unseen_classes = []
+        else:
+            self.unseen_classes = unseen_classes_from_train(labels, self.lists["test"].labels,
+                                                            self.lists["database"].labels)
+        self.unseen_names = None
+        names_file = os.path.join(cfg["list_dir"], "classes.txt")  # written by scripts/build_lists.py
+        if self.unseen_classes and os.path.isfile(names_file):
+            with open(names_file, encoding="utf-8") as f:
+                names = f.read().splitlines()
+            if len(names) == self.num_labels:
+                self.unseen_names = [names[c] for c in self.unseen_classes]
+        if self.unseen_classes:
+            log.info("open set: %d class(es) never in %s are unseen (%s); mAP is also reported for seen and unseen "
+                     "queries", len(self.unseen_classes), train_file,
+                     ", ".join(self.unseen_names or map(str, self.unseen_classes)))
+
+    def check_manifest(self, trained, what):
+        """Warn, naming each list, when a list's sha256 differs from the one recorded at training."""
+        for name, digest in (trained or {}).items():
+            now = self.lists_sha256.get(name)
+            if now is not None and now != digest:
+                log.warning("%s: the %s list changed since training (sha256 %s… at training, %s… now): %s",
+                            os.path.join(self.list_dir, f"{name}.txt"), name, digest[:12], now[:12], what)
 
 
 class BadImages:
@@ -141,19 +187,41 @@ def encode(model, loader, dataset, env, skip_bad, bit, desc):
 
 
 def evaluate(model, data, cfg, env):
-    """Encode queries and database; mAP@topK (ties by database index) and tie-aware mAP."""
+    """Encode queries and database; mAP@topK (ties by database index) and tie-aware mAP, the radius and
+    R-based metrics (utils.report.evaluation), seen / unseen-class mAP on open-set lists, and the cost."""
     q, qi = encode(model, data.loaders["test"], data.sets["test"], env, cfg["skip_bad_images"], cfg["bit"],
                    "encode query")
+    t = time.time()
     d, di = encode(model, data.loaders["database"], data.sets["database"], env, cfg["skip_bad_images"], cfg["bit"],
                    "encode database")
+    encode_seconds = time.time() - t
     q_labels, d_labels = data.lists["test"].labels[qi], data.lists["database"].labels[di]
     topk = None if cfg["topk"] == -1 else cfg["topk"]
     t = time.time()
-    m = retrieval.mean_average_precision(q, d, q_labels, d_labels, topk=topk)
-    m_tie = retrieval.mean_average_precision(q, d, q_labels, d_labels, topk=topk, tie_aware=True)
-    log.info("ranked %d queries against %d database images in %.2fs", len(q), len(d), time.time() - t)
+    m, ap = retrieval.mean_average_precision(q, d, q_labels, d_labels, topk=topk, return_per_query=True)
+    m_tie, ap_tie = retrieval.mean_average_precision(q, d, q_labels, d_labels, topk=topk, tie_aware=True,
+                                                     return_per_query=True)
+    t_map = time.time() - t
+    t = time.time()
+    qb, db = retrieval.binarize(q), retrieval.binarize(d)
+    stats = retrieval.rank_stats(qb, db, q_labels, d_labels, report_ks(topk, len(d)))
+    ranked = radius_r_metrics(stats)
+    open_set = open_set_metrics(q_labels, data.unseen_classes, ap, ap_tie, stats, data.unseen_names) \
+        if data.unseen_classes else None
+    t_rank = time.time() - t
+    cost = {"encode_images_per_second": len(d) / max(encode_seconds, 1e-9),
+            "encode_runtime": f"dygraph ({env.device}, {env.world_size} process(es), batch {cfg['batch_size']})",
+            **query_cost(qb, db)}
+    log.info("ranked %d queries against %d database images in %.2fs (mAP) + %.2fs (radius 2, MAP@R, R-precision)",
+             len(q), len(d), t_map, t_rank)
+    log.info("precision@r2 %.4f  recall@r2 %.4f  MAP@R %.4f  R-precision %.4f", ranked["precision_at_radius_2"],
+             ranked["recall_at_radius_2"], ranked["map_at_r"], ranked["r_precision"])
+    if open_set:
+        log.info("open set: mAP seen %.4f (%d queries), unseen %.4f (%d queries)", open_set["seen"]["map"],
+                 open_set["seen"]["num_query"], open_set["unseen"]["map"], open_set["unseen"]["num_query"])
     return {"map": float(m), "map_tie_aware": float(m_tie), "db_codes": d, "db_indices": di,
-            "query_codes": q, "query_indices": qi}
+            "query_codes": q, "query_indices": qi, "ap": ap, "ap_tie": ap_tie, "stats": stats, "ranked": ranked,
+            "open_set": open_set, "cost": cost}
 
 
 def write_database_codes(cfg, data, model, result, directory):
@@ -249,6 +317,13 @@ class Run:
             info = load_backbone_weights(self.model.backbone, cfg["backbone_weights"],
                                          allow_partial=bool(cfg.get("allow_partial_weights")))
             (log.warning if info["missing"] else log.info)("backbone weights: %s", info["summary"])
+        if self.ckpt is not None and self.env.is_main:  # the lists the checkpoint was trained on
+            trained = self.ckpt["cfg"].get("lists_sha256")
+            if cfg["eval"]:
+                self.data.check_manifest(trained, "the evaluation is not on the split the model was trained for")
+            elif args.resume:
+                self.data.check_manifest(trained, "training continues on changed lists")
+        cfg["lists_sha256"] = self.data.lists_sha256  # the split manifest, in run.json and every checkpoint
         if not cfg["eval"]:
             self._warn_about_recipe()
 
@@ -275,7 +350,10 @@ class Run:
         return {"method": cfg["method"], "bit": cfg["bit"], "topk": cfg["topk"], "dataset": cfg["dataset"],
                 "backbone": cfg["backbone"], "epoch": epoch, "map": result["map"],
                 "map_tie_aware": result["map_tie_aware"], "best_map": best_map, "best_epoch": best_epoch,
-                "num_query": int(len(result["query_codes"])), "num_database": int(len(result["db_codes"]))}
+                "num_query": int(len(result["query_codes"])), "num_database": int(len(result["db_codes"])),
+                **result["ranked"], "open_set": result["open_set"],
+                "cost": dict({"bytes_per_item": (cfg["bit"] + 7) // 8}, **result["cost"]),
+                "seed": cfg["seed"], "lists_sha256": self.data.lists_sha256}
 
     def _write_report(self, result, epoch):
         """<output>/report/: metrics, code diagnostics and plots (utils/report/). Main rank only; a
@@ -288,7 +366,11 @@ class Run:
                          self.data.lists["database"].labels[result["db_indices"]],
                          topk=cfg["topk"], method=cfg["method"], bit=cfg["bit"], codebook=codebook,
                          dataset=cfg["dataset"], map_value=result["map"], map_tie_aware=result["map_tie_aware"],
-                         extra={"epoch": epoch, "backbone": cfg["backbone"]}, seed=cfg["seed"])
+                         extra={"epoch": epoch, "backbone": cfg["backbone"], "seed": cfg["seed"]}, seed=cfg["seed"],
+                         stats=result["stats"], per_query_ap=result["ap"], per_query_ap_tie=result["ap_tie"],
+                         unseen_classes=self.data.unseen_classes, unseen_names=self.data.unseen_names,
+                         cost=result["cost"],
+                         lists_sha256=self.data.lists_sha256)
             log.info("evaluation report: %s", self.run.report_md)
         except Exception:  # noqa: BLE001
             log.exception("evaluation report not written (%s and checkpoints are unaffected)", RunDir.METRICS)
