@@ -271,9 +271,9 @@ def test_hit_fields():
 
     from utils.deploy.searcher import Hit
 
-    assert [f.name for f in dataclasses.fields(Hit)] == ["rank", "distance", "index", "path", "labels"]
+    assert [f.name for f in dataclasses.fields(Hit)] == ["rank", "distance", "index", "path", "labels", "stored"]
     hit = Hit(1, 0, 7, "root/a.jpg", [2])
-    assert (hit.rank, hit.distance, hit.index, hit.path, hit.labels) == (1, 0, 7, "root/a.jpg", [2])
+    assert (hit.rank, hit.distance, hit.index, hit.path, hit.labels, hit.stored) == (1, 0, 7, "root/a.jpg", [2], None)
 
 
 def test_predict_empty_database_is_one_line_error(trained, tmp_path):
