@@ -126,7 +126,7 @@ def bench_radius(n, radii, args, rng):
                     found = got
                 assert all(np.array_equal(a, b) for a, b in zip(found, got)), "algorithms disagree"
                 if alg == "auto":
-                    share = index.last_algorithm.count("mih") / len(queries)
+                    share = sum(h.algorithm == "mih" for h in hits) / len(queries)
             mean = np.mean([len(h) for h in found])
             q = len(queries)
             print(f"{kind:>9} {n:>11,} R={r}: {mean:10.1f} results/query | scan {q / times['scan']:>9,.0f} q/s | "

@@ -8,6 +8,7 @@
     python scripts/index.py relocate --index IDX --root NEW        # the images moved to NEW
     python scripts/index.py info    --index IDX [--json]
     python scripts/index.py search  --index IDX --img FILE [-k 10] [--json]
+    python scripts/index.py search  --index IDX --img FILE --radius 2 [--max-results 1000] [--verbose]
 
 M is a checkpoint (best.pdparams), a training output folder, or an exported model directory
 (export_model.py; --runtime paddle|onnx). The index records its backend (and URI) and its model, so the
@@ -87,13 +88,21 @@ def parse_args(argv=None):
     q.add_argument("--index", required=True)
     q.add_argument("--img", required=True)
     q.add_argument("-k", "--topk", dest="k", type=int, default=10)
+    q.add_argument("--radius", type=int, default=None,
+                   help="instead of the top k: every item within this Hamming distance, by (distance, id) "
+                        "(exact: a scan or multi-index hashing, chosen per query; Milvus: its range search)")
+    q.add_argument("--max-results", "--max_results", dest="max_results", type=int, default=1000,
+                   help="with --radius: at most this many results (default %(default)s); a note says when it cut")
+    q.add_argument("--verbose", action="store_true", help="with --radius: say which algorithm answered")
     q.add_argument("--engine", choices=("auto", "numba", "numpy", "faiss"), default=None,
                    help="embedded backend: exact engine of utils.retrieval (default auto)")
     q.add_argument("--json", action="store_true")
     model(q)
     moved(q)
     args = p.parse_args(argv)
-    for name in ("chunk_size", "batch_size", "k"):
+    if getattr(args, "radius", None) is not None and args.radius < 0:
+        raise UserError(f"--radius must be >= 0, got {args.radius}")
+    for name in ("chunk_size", "batch_size", "k", "max_results"):
         if getattr(args, name, 1) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     return args
@@ -238,10 +247,16 @@ def search(args):
         raise UserError(f"--img {args.img}: {exc}")
     searcher = open_index_search(args.index, args.model, None, args.runtime, args.use_gpu, args.engine,
                                  data_path=args.data_path)
+    found = None
     try:
-        _, hits = searcher.search(image, min(args.k, max(len(searcher), 1)))
+        if args.radius is not None:
+            _, hits, found = searcher.search_radius(image, args.radius, args.max_results)
+        else:
+            _, hits = searcher.search(image, min(args.k, max(len(searcher), 1)))
     finally:
         searcher.index.close()
+    if found is not None:
+        return print_radius(args, hits, found)
     if args.json:
         print(json.dumps({"results": [{"id": h.index, "path": h.stored, "file": h.path, "distance": h.distance}
                                       for h in hits]}))
@@ -249,6 +264,26 @@ def search(args):
         print(f"{'rank':>4}  {'id':>8}  {'hamming':>7}  path")
         for h in hits:
             print(f"{h.rank:>4}  {h.index:>8}  {h.distance:>7}  {h.stored}")
+    return 0
+
+
+def print_radius(args, hits, found):
+    total = "an unknown number of" if found.total is None else str(found.total)
+    note = (f"note: {total} items are within distance {args.radius}; showing the first {len(hits)} by (distance, "
+            "id) (--max-results)") if found.capped else None
+    if args.json:
+        print(json.dumps({"radius": args.radius, "total": found.total, "capped": bool(found.capped),
+                          "algorithm": found.algorithm,
+                          "results": [{"id": h.index, "path": h.stored, "file": h.path, "distance": h.distance}
+                                      for h in hits]}))
+    else:
+        print(f"{len(hits)} items within Hamming distance {args.radius}" +
+              (f" (algorithm: {found.algorithm})" if args.verbose else ""))
+        print(f"{'rank':>4}  {'id':>8}  {'hamming':>7}  path")
+        for h in hits:
+            print(f"{h.rank:>4}  {h.index:>8}  {h.distance:>7}  {h.stored}")
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -647,3 +647,25 @@ def test_service_sigterm_lets_the_request_in_flight_finish(trained, tmp_path):
     output = log_path.read_text()
     assert "stopped by SIGTERM" in output.splitlines()[-1]
     assert "FatalError" not in output and "Traceback" not in output and "Termination signal" not in output
+
+
+def test_cli_search_radius_equals_the_ranking_cut_at_r(trained, tmp_path):
+    """search --radius R gives exactly the top-k list's items at distance <= R, in the same order; capped by
+    --max-results with a note; --verbose names the algorithm."""
+    idx = tmp_path / "idx"
+    index_cli("build", "--model", trained["ckpt"], *trained["db"], "--out", idx)
+    db_list = os.path.join(trained["data"]["list_dir"], "database.txt")
+    img = os.path.join(trained["data"]["root"], open(db_list).readline().split()[0])
+    full = search_json(idx, img, 48)["results"]
+    for r in (0, 2, 5):
+        out = json.loads(index_cli("search", "--index", idx, "--img", img, "--radius", r, "--json").stdout)
+        want = [(h["id"], h["distance"]) for h in full if h["distance"] <= r]
+        assert [(h["id"], h["distance"]) for h in out["results"]] == want and out["total"] == len(want)
+        assert not out["capped"] and out["algorithm"] in ("scan", "mih")
+    big = [(h["id"], h["distance"]) for h in full if h["distance"] <= 8]
+    assert len(big) > 2
+    capped = index_cli("search", "--index", idx, "--img", img, "--radius", 8, "--max-results", 2, "--verbose")
+    assert "within distance 8; showing the first 2" in capped.stderr and "algorithm:" in capped.stdout
+    rows = [line.split() for line in capped.stdout.splitlines()[2:]]
+    assert [(int(r[1]), int(r[2])) for r in rows] == big[:2]
+    one_line_error(index_cli("search", "--index", idx, "--img", img, "--radius", -1, check=False), "--radius")

@@ -143,6 +143,16 @@ class Service:
                     "labels": hit.labels} for hit in found]
         return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}
 
+    def search_radius(self, image, radius, max_results):
+        """PIL image → the /search answer of a radius lookup: every database image within `radius`."""
+        with self._lock:
+            code, found, info = self.searcher.search_radius(image, radius, max_results)
+        paths = self.database.list.paths
+        results = [{"rank": hit.rank, "distance": hit.distance, "index": hit.index, "path": paths[hit.index],
+                    "labels": hit.labels} for hit in found]
+        return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results,
+                **radius_fields(radius, info)}
+
     def size(self):
         return len(self.database.codes)
 
@@ -161,6 +171,12 @@ class Service:
 
     def close(self):
         pass
+
+
+def radius_fields(radius, info):
+    """The radius lookup's fields of a /search answer: the radius, how many items are within it (null where
+    the backend cannot tell: Milvus when capped), whether k cut the list, and the algorithm that answered."""
+    return {"radius": int(radius), "total": info.total, "capped": bool(info.capped), "algorithm": info.algorithm}
 
 
 class IndexService:
@@ -200,6 +216,16 @@ class IndexService:
         results = [{"rank": h.rank, "distance": h.distance, "id": h.index, "index": h.index, "path": h.stored,
                     "labels": h.labels} for h in found]
         return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results}
+
+    def search_radius(self, image, radius, max_results):
+        """The /search answer of a radius lookup over the index (see IndexSearcher.search_radius)."""
+        snapshot = self.searcher.snapshot
+        with self._lock:
+            code, found, info = self.searcher.search_radius(image, radius, max_results, snapshot)
+        results = [{"rank": h.rank, "distance": h.distance, "id": h.index, "index": h.index, "path": h.stored,
+                    "labels": h.labels} for h in found]
+        return {"code": self._hex(code.reshape(1, -1))[0], "bits": int(self.model.bit), "results": results,
+                **radius_fields(radius, info)}
 
     def size(self):
         return len(self.searcher.snapshot)
@@ -413,13 +439,19 @@ def create_app(service, max_upload_mb=10.0, max_k=100, max_pixels=40_000_000, de
             return error(400, f"k must be a whole number, got {raw_k!r}")
         if not 1 <= k <= max_k:
             return error(400, f"k must be between 1 and {max_k}, got {k}")
+        raw_radius = request.values.get("radius", "").strip()
+        radius = None
+        if raw_radius:
+            if not re.fullmatch(r"[0-9]{1,4}", raw_radius):
+                return error(400, f"radius must be a whole number >= 0, got {raw_radius!r}")
+            radius = int(raw_radius)
         got, err = read_image()
         if err:
             return err
         if service.size() == 0:
             return error(409, "the index is empty: add images first")
         start = time.perf_counter()
-        out = service.search(got[1], k)
+        out = service.search(got[1], k) if radius is None else service.search_radius(got[1], radius, k)
         counts.add("search")
         out["milliseconds"] = round(1000 * (time.perf_counter() - start), 2)
         return jsonify(out)

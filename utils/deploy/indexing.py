@@ -320,6 +320,32 @@ class IndexSearcher:
             found = self.rank_again(packed, k)
         return unpack_codes(packed, self.model.bit)[0], self.hits(*found)
 
+    def within(self, packed, radius, max_results, snapshot):
+        """Packed query codes (1, bytes) → (RadiusHits with item ids, alive items) on `snapshot`, or None when
+        the snapshot is behind the catalogue (as rank)."""
+        try:
+            found = snapshot.search_radius(packed, radius, max_results)[0]
+        except StaleSnapshot:
+            return None
+        items = self.index.alive(found.indices)
+        if not all(int(i) in items for i in found.indices):
+            return None
+        return found, items
+
+    def search_radius(self, image, radius, max_results=None, snapshot=None):
+        """→ (code ±1 (bit,), [Hit] of every item within Hamming distance `radius`, by (distance, id), at most
+        `max_results`, RadiusHits: total within the radius (None where unknown), capped, algorithm). A
+        snapshot behind the catalogue is renewed, as in search."""
+        from utils.retrieval import unpack_codes
+
+        packed = self.encode([image])
+        found = self.within(packed, radius, max_results, self.snapshot if snapshot is None else snapshot)
+        if found is None:
+            hits = self.refresh().search_radius(packed, radius, max_results)[0]
+            found = hits, self.index.alive(hits.indices)
+        hits, items = found
+        return unpack_codes(packed, self.model.bit)[0], self.hits(hits.distances, hits.indices, items), hits
+
     def rank_again(self, packed, k):
         """rank() on a renewed snapshot, keeping only what is alive (a removal may commit in between)."""
         return self.rank_alive(packed, k, self.refresh())

@@ -165,6 +165,7 @@ class Searcher:
             raise UserError(f"{database.cache_file}: codes have {database.codes.shape[1]} bits, the model {model.bit}")
         self.model, self.database = model, database
         self.index = HammingIndex(database.codes)
+        self._radius = None  # utils.retrieval.radius.RadiusIndex, built on the first radius search
 
     def encode(self, images):
         """PIL images → ±1 int8 codes."""
@@ -175,12 +176,26 @@ class Searcher:
         """→ (code ±1 (bit,), [Hit], closest first)"""
         code = self.encode([image])
         dist, idx = self.index.search(code, k)
+        return code[0], self._hits(dist[0], idx[0])
+
+    def search_radius(self, image, radius, max_results=None):
+        """→ (code ±1 (bit,), [Hit] of every database image within Hamming distance `radius`, by (distance,
+        list order), at most `max_results`; RadiusHits with the total, whether capped, the algorithm)."""
+        from utils.retrieval.radius import RadiusIndex
+
+        if self._radius is None:
+            self._radius = RadiusIndex(self.database.codes)
+        code = self.encode([image])
+        found = self._radius.search(code, radius, max_results)[0]
+        return code[0], self._hits(found.distances, found.indices), found
+
+    def _hits(self, dist, idx):
         hits = []
-        for rank, (d, j) in enumerate(zip(dist[0], idx[0]), start=1):
+        for rank, (d, j) in enumerate(zip(dist, idx), start=1):
             pos = int(self.database.indices[j])
             labels = [int(c) for c in np.flatnonzero(self.database.list.labels[pos])]
             hits.append(Hit(rank, int(d), pos, self.database.path(pos), labels))
-        return code[0], hits
+        return hits
 
 
 def open_search(pretrained=None, model_dir=None, backend="paddle", use_gpu=False, bit=None, save_path="./output",

@@ -43,6 +43,7 @@ class Snapshot:
         self.ids, self.packed, self.bit = ids[order], packed[order], bit
         self.engine, self.generation = engine, None  # generation: the catalogue's, when it was read
         self._index = HammingIndex(self.packed, bits=bit, backend=engine) if len(self.ids) else None
+        self._radius, self._radius_lock = None, threading.Lock()
 
     def __len__(self):
         return len(self.ids)
@@ -57,6 +58,19 @@ class Snapshot:
             raise EmptyIndex("the index is empty: add images first (scripts/index.py add)")
         dist, pos = self._index.search(np.ascontiguousarray(packed_queries, np.uint8), k)
         return dist, self.ids[pos]
+
+    def search_radius(self, packed_queries, radius, max_results):
+        """→ [RadiusHits] per query with item ids (utils.retrieval.radius: every item within `radius`, by
+        (distance, id), at most `max_results`; `total` is exact)."""
+        if self._index is None:
+            raise EmptyIndex("the index is empty: add images first (scripts/index.py add)")
+        with self._radius_lock:  # built on the first radius search of this snapshot
+            if self._radius is None:
+                from utils.retrieval.radius import RadiusIndex
+
+                self._radius = RadiusIndex(self.packed, self.bit)
+        hits = self._radius.search(np.ascontiguousarray(packed_queries, np.uint8), radius, max_results)
+        return [h._replace(indices=self.ids[h.indices]) for h in hits]
 
 
 class MissingSegment(UserError):

@@ -75,6 +75,48 @@ class MilvusSnapshot:
         return out_d, out_i
 
 
+    def _range(self, query, low, high, limit):
+        """[(distance, id)] of up to `limit` rows with low <= distance < high (Milvus range search on HAMMING:
+        `range_filter` <= d < `radius`), this snapshot's removed and newer rows left out."""
+        params = {"radius": int(high)}
+        if low > 0:
+            params["range_filter"] = int(low)
+        res = self.store.client.search(self.name, data=[query.tobytes()], limit=limit, anns_field="code",
+                                       search_params={"metric_type": "HAMMING", "params": params}, output_fields=[])
+        raw = [(int(round(h["distance"])), int(h["id"])) for h in res[0]]
+        return raw, sorted((d, i) for d, i in raw if i < self.next_id and i not in self.removed)
+
+    def search_radius(self, packed_queries, radius, max_results):
+        """Every row within `radius` by (distance, id), at most `max_results`: a Milvus range search; when the
+        cap falls inside a tie, a second range search of that one distance finds its smallest ids. `total` is
+        exact when nothing was cut, None (unknown) when the cap cut the list."""
+        from utils.retrieval.radius import RadiusHits
+
+        if self.count == 0:
+            raise EmptyIndex("the index is empty: add images first (scripts/index.py add)")
+        cap = MAX_LIMIT if max_results is None else int(max_results)
+        out = []
+        for q in np.ascontiguousarray(packed_queries, np.uint8):
+            limit = min(MAX_LIMIT, cap + len(self.removed) + 1)
+            raw, kept = self._range(q, 0, radius + 1, limit)
+            if len(raw) < limit:  # Milvus returned every row within the radius
+                found, total, capped = kept[:cap], len(kept), len(kept) > cap
+            elif len(kept) < cap:  # only when the limit hit MAX_LIMIT
+                raise UserError(f"Milvus collection {self.name}: more than {MAX_LIMIT} rows within distance {radius} "
+                                f"({len(self.removed)} of them may be removed ones); ask for fewer --max-results")
+            else:  # the `limit` nearest rows: all of those nearer than the cap's distance, some at it
+                cut = kept[cap - 1][0]
+                below = [h for h in kept if h[0] < cut]
+                raw_t, at_cut = self._range(q, cut, cut + 1, MAX_LIMIT)
+                if len(raw_t) >= MAX_LIMIT:
+                    raise UserError(f"Milvus collection {self.name}: more than {MAX_LIMIT} codes tie at distance "
+                                    f"{cut}; ask for a smaller radius or fewer --max-results")
+                found, total, capped = (below + at_cut)[:cap], None, True
+            out.append(RadiusHits(np.array([i for _, i in found], np.int64), np.array([d for d, _ in found], np.int64),
+                                  total, capped, "milvus range search"))
+        return out
+
+
 class MilvusStore:
     def __init__(self, d, meta, catalogue, bit):
         try:

@@ -4,7 +4,7 @@ ordered by (distance, index), optionally capped.
     index = RadiusIndex(db_codes)                    # packed uint8 or unpacked codes, as everywhere here
     hits = index.search(query_codes, radius=2, max_results=1000)
     hits[0].indices, hits[0].distances, hits[0].total, hits[0].capped
-    index.last_algorithm                              # "scan" or "mih" (per query: a list)
+    hits[0].algorithm                                 # "scan" or "mih": how that query was answered
 
 Two exact algorithms, chosen per query:
 
@@ -27,6 +27,7 @@ algorithms on crowded codes of 1M items and prints the candidate fraction beside
 2-core machine MIH with the numba check took 0.01-0.3 of the scan's time up to about 5% of the database,
 0.6-0.9 near 8-10%, and about as long (0.95) at 15%).
 """
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +43,7 @@ class RadiusHits(NamedTuple):
     distances: np.ndarray  # int64, the same order
     total: int  # how many items are within the radius (before the cap)
     capped: bool  # True when max_results cut the list
+    algorithm: str = "scan"  # "scan" or "mih": how the query was answered
 
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
@@ -151,8 +153,8 @@ class RadiusIndex:
         self._use_numba = HAVE_NUMBA and backend in ("auto", "numba")
         if backend not in ("auto", "numba", "numpy"):
             raise ValueError(f"unknown backend {backend!r}; choose auto, numba or numpy")
-        self._tables = {}  # m -> [(sorted keys, order)] per substring
-        self.last_algorithm = []
+        self._tables = {}  # m -> (sorted keys, orders, masks), built on first use
+        self._build_lock = threading.Lock()  # searches may run in several threads: build each table once
 
     def __len__(self):
         return len(self._words)
@@ -186,7 +188,11 @@ class RadiusIndex:
 
     def _table(self, m):
         """(sorted keys (m, n) uint64, orders (m, n) int32/int64, masks (m, W)) for m substrings."""
-        if m not in self._tables:
+        if m in self._tables:
+            return self._tables[m]
+        with self._build_lock:
+            if m in self._tables:
+                return self._tables[m]
             keys = self._keys(self._packed, m)
             n = len(keys)
             orders = np.empty((m, n), np.int32 if n < 2**31 else np.int64)
@@ -195,7 +201,7 @@ class RadiusIndex:
                 orders[t] = np.argsort(keys[:, t], kind="stable")
                 sorted_keys[t] = keys[orders[t], t]
             self._tables[m] = (sorted_keys, orders, self._masks(m))
-        return self._tables[m]
+            return self._tables[m]
 
     # ------------------------------------------------------------------------------------ search
     def _scan(self, q, radius, max_results):
@@ -261,17 +267,15 @@ class RadiusIndex:
         m = max(radius_eff + 1, -(-self.bits // 64))  # >= R + 1 substrings (pigeonhole), each <= 64 bits
         use_mih = algorithm != "scan" and len(self) > 0 and m <= self.bits
         qkeys = self._keys(qp, m) if use_mih else None
-        out, self.last_algorithm = [], []
+        out = []
         for i in range(len(qw)):
             buckets = self._buckets(qkeys[i], m) if use_mih else None
             if buckets is None and algorithm == "mih" and use_mih:  # forced: the buckets, however large
                 buckets = self._buckets(qkeys[i], m, limit=None)
             if buckets is None:
                 out.append(self._scan(qw[i], radius_eff, max_results))
-                self.last_algorithm.append("scan")
             else:
-                out.append(self._verify(qw[i], buckets, m, radius_eff, max_results))
-                self.last_algorithm.append("mih")
+                out.append(self._verify(qw[i], buckets, m, radius_eff, max_results)._replace(algorithm="mih"))
         return out
 
 

@@ -7,6 +7,7 @@
   const preview = document.getElementById("query-preview");
   const hint = document.getElementById("drop-hint");
   const kInput = document.getElementById("k-input");
+  const radiusInput = document.getElementById("radius-input");
   const button = document.getElementById("search-button");
   const statusLine = document.getElementById("status");
   const codeLine = document.getElementById("query-code");
@@ -61,6 +62,7 @@
     const body = new FormData();
     body.append("image", file);
     body.append("k", kInput.value || "10");
+    if (radiusInput.value !== "") body.append("radius", radiusInput.value);
     button.disabled = true;
     setStatus(`searching with ${file.name}…`);
     results.replaceChildren();
@@ -80,8 +82,15 @@
 
   function show(data) {
     const exact = data.results.filter((r) => r.distance === 0).length;
-    setStatus(`top ${data.results.length} of the database by Hamming distance ` +
-      `(${exact} at distance 0) in ${data.milliseconds} ms`);
+    if (data.radius === undefined) {
+      setStatus(`top ${data.results.length} of the database by Hamming distance ` +
+        `(${exact} at distance 0) in ${data.milliseconds} ms`);
+    } else {
+      const total = data.total === null ? "more" : data.total;
+      setStatus(`${data.results.length} images within Hamming distance ${data.radius}` +
+        (data.capped ? ` (of ${total}: raise k to see more)` : "") +
+        ` (${exact} at distance 0) in ${data.milliseconds} ms`);
+    }
     codeLine.textContent = `query code (${data.bits} bits): ${data.code}`;
     for (const r of data.results) {
       const fig = el("figure", "result");
