@@ -110,7 +110,8 @@ def test_cache_is_rebuilt_when_stale_or_corrupt(lite_single, tmp_path):
     extra = [*FROZEN, "--backbone", "resnet18", "--lr-gamma", 1]
 
     def train(*more):
-        return run_cli(["main_single_gpu.py", *lite_flags(data, "hashnet", out, epochs=1, extra=[*extra, *more])]).stdout
+        flags = lite_flags(data, "hashnet", out, epochs=1, extra=[*extra, *more])
+        return run_cli(["main_single_gpu.py", *flags]).stdout
 
     assert "built in" in train()
     assert "reused (fingerprint matches)" in train()
@@ -139,6 +140,10 @@ def test_two_process_training_from_the_cache(lite_single, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
     assert not any(p.name.startswith(".train_features") for p in out.iterdir()), "no temp file left"
     first = np.load(out / "train_features.npy")
+    one = tmp_path / "one"  # every rank encoded its shard with rank 0's backbone: as one process does
+    run_cli(["main_single_gpu.py", *lite_flags(lite_single, "hashnet", one, epochs=1,
+                                               extra=[*FROZEN, "--backbone", "resnet18", "-bs", 4])])
+    np.testing.assert_allclose(first, np.load(one / "train_features.npy"), rtol=1e-4, atol=1e-5)
     launch_2proc([*flags, "--epochs", 3], tmp_path / "log2")
     log = (out / "train.log").read_text()
     assert "reused (fingerprint matches)" in log

@@ -19,7 +19,8 @@ all the SGD-trained methods here, memory-bank losses included (rows carry their 
 unsupervised GreedyHash / BiHalf compare codes with the backbone features of the same single view, which
 the cache provides. Closed-form methods (`fit_features`: LSH, ...) do their own single feature pass and
 never use the cache. Several processes: every rank checks the cache; if any finds it unusable, all ranks
-encode their shard together, the features are gathered on every rank and rank 0 writes the files.
+encode their shard together (all with rank 0's weights), the features are gathered on every rank and rank 0
+writes the files.
 """
 import hashlib
 import json
@@ -29,6 +30,7 @@ import time
 
 import numpy as np
 import paddle
+from paddle.distributed.parallel import sync_params_buffers
 
 from models import METHODS
 from models.checkpoint import weights_fingerprint
@@ -136,6 +138,8 @@ def prepare(cfg, env, data, model, paths, extract):
         if why:
             log.info("%s", why)
         return None
+    if env.distributed:  # ranks seed differently: every one encodes (and fingerprints) rank 0's backbone
+        sync_params_buffers(model)
     npy, meta_path = paths
     fp = make_fingerprint(cfg["backbone"], model.backbone.state_dict(), data.lists["train"].list_file,
                           cfg["data_path"], data.preprocess.to_dict())
