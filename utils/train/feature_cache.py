@@ -49,7 +49,7 @@ def disabled_reason(cfg):
     if cfg.get("feature_cache", "off") == "off":
         return "--feature-cache off: the frozen backbone runs on every training batch (with augmentation)"
     if METHODS[cfg["method"]].fit_features:
-        return ""  # a closed-form fit: one feature pass of its own, no epochs of SGD
+        return f"feature cache not used: {cfg['method']} is fitted in closed form on a feature pass of its own"
     return None
 
 
