@@ -5,6 +5,10 @@ engine's full training step (utils/train/engine.py, from its per-epoch training 
     python scripts/bench_train.py                            # OrthoHash AlexNet 64 bits, batch 32, 56 px
     python scripts/bench_train.py --method hashnet --num-workers 2 --steps 10
     python scripts/bench_train.py --data-path datasets/coco --list-dir data/coco --dataset coco --crop-size 224
+    python scripts/bench_train.py --compare-feature-cache --method hashnet --backbone resnet18 --crop-size 64
+
+--compare-feature-cache trains with --freeze-backbone twice in one run, from images (--feature-cache off)
+and from cached features (--feature-cache auto), and prints both runs' per-epoch times and their ratio.
 
 Without --data-path, generated lite images are written to a temporary folder. Any other training flag
 (e.g. --optimizer, --amp) is passed to the engine and to the model step alike.
@@ -14,6 +18,8 @@ import os
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -27,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps of the loader and of the model step")
     p.add_argument("--epochs", type=int, default=2, help="engine epochs; the last one is reported (default 2)")
     p.add_argument("--n-train", type=int, default=352, help="generated training images (without --data-path)")
+    p.add_argument("--compare-feature-cache", action="store_true",
+                   help="frozen backbone: per-epoch time from images vs from cached features "
+                        "(utils/train/feature_cache.py)")
     args, train_flags = p.parse_known_args(argv)
     return args, train_flags
 
@@ -87,19 +96,57 @@ def time_model_step(run, steps):
     return steps * img.shape[0] / (time.perf_counter() - start)
 
 
-def main(argv=None):
-    args, train_flags = parse_args(argv)
+def lite_data(args, train_flags, tmp):
+    """Without --data-path: generated lite images in `tmp` (their folder), else None."""
+    from utils.data.lite_data import generate
+
+    if "--data-path" in train_flags or "--data_path" in train_flags:
+        return None
+    data_dir = os.path.join(tmp, "lite")
+    generate("single", os.path.join(data_dir, "images"), os.path.join(data_dir, "lists"),
+             n_train=args.n_train, n_database=16, n_test=8, seed=0)
+    return data_dir
+
+
+def compare_feature_cache(args, train_flags, data_dir, tmp):
+    """Train twice with --freeze-backbone: --feature-cache off, then auto; print per-epoch seconds and the ratio."""
     import paddle
 
-    from utils.data.lite_data import generate
+    from utils.train.engine import Run
+
+    times, walls = {}, {}
+    for mode in ("off", "auto"):
+        flags = [*train_flags, "--freeze-backbone", "--feature-cache", mode]
+        run = Run(engine_args(flags, data_dir, os.path.join(tmp, f"cache_{mode}"), args.epochs), distributed=False)
+        paddle.seed(run.cfg["seed"])
+        start = time.perf_counter()
+        state = run.fit()
+        walls[mode] = time.perf_counter() - start
+        times[mode] = [row["seconds"] for row in state.history]
+    cfg = run.cfg
+    print(f"\n{cfg['method']} {cfg['backbone']} (frozen) {cfg['bit']} bits, batch {cfg['batch_size']}, input "
+          f"{cfg['crop_size']}px, {len(run.data.sets['train'])} training images, {paddle.get_device()}, "
+          f"{os.cpu_count()} cores")
+    print(f"{'epoch':<7} {'images (s)':>11} {'cached (s)':>11} {'speed-up':>9}")
+    for e, (a, b) in enumerate(zip(times["off"], times["auto"]), start=1):
+        print(f"{e:<7} {a:>11.2f} {b:>11.2f} {a / max(b, 1e-9):>8.1f}x")
+    mean_off, mean_on = np.mean(times["off"]), np.mean(times["auto"])
+    print(f"{'mean':<7} {mean_off:>11.2f} {mean_on:>11.2f} {mean_off / max(mean_on, 1e-9):>8.1f}x")
+    print(f"whole fit() incl. the cache build and the final evaluation: {walls['off']:.1f}s from images, "
+          f"{walls['auto']:.1f}s cached ({walls['off'] / walls['auto']:.2f}x)")
+
+
+def main(argv=None):
+    args, train_flags = parse_args(argv)
+    if args.compare_feature_cache:
+        with tempfile.TemporaryDirectory() as tmp:
+            return compare_feature_cache(args, train_flags, lite_data(args, train_flags, tmp), tmp)
+    import paddle
+
     from utils.train.engine import Run
 
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = None
-        if "--data-path" not in train_flags and "--data_path" not in train_flags:
-            data_dir = os.path.join(tmp, "lite")
-            generate("single", os.path.join(data_dir, "images"), os.path.join(data_dir, "lists"),
-                     n_train=args.n_train, n_database=16, n_test=8, seed=0)
+        data_dir = lite_data(args, train_flags, tmp)
         # the loader and the model step alone, on a Run's data and model (fresh weights, nothing trained)
         probe = Run(engine_args(train_flags, data_dir, os.path.join(tmp, "probe"), args.epochs), distributed=False)
         cfg = probe.cfg

@@ -347,6 +347,7 @@ def test_old_checkpoint_cfg_means_todays_behaviour():
     cfg = fill_legacy(old)
     assert cfg["head"] == "linear" and cfg["rmsprop_form"] == "paddle" and cfg["drop_last"] is True
     assert cfg["bn_variance"] == "biased" and cfg["resize_mode"] == "shorter" and cfg["train_augment"] == "crop_flip"
+    assert cfg["feature_cache"] == "off"  # a frozen backbone trained from images before the cache existed
     assert fill_legacy({"method": "csq", "head": "mlp"})["head"] == "mlp"  # present keys are kept
 
 

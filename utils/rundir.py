@@ -26,6 +26,8 @@ class RunDir:
     EVAL_LOG = "eval.log"
     TRAIN_CSV = "train_log.csv"  # loss, lr and mAP per epoch
     PREDICT = "predict"  # predict.py's pictures
+    TRAIN_FEATURES = "train_features.npy"  # --feature-cache: frozen-backbone features of the training list
+    TRAIN_FEATURES_META = "train_features.json"  # ... and their fingerprint
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -44,6 +46,8 @@ class RunDir:
     report_metrics = _in_run("REPORT_METRICS")
     report_md = _in_run("REPORT_MD")
     train_csv = _in_run("TRAIN_CSV")
+    train_features = _in_run("TRAIN_FEATURES")
+    train_features_meta = _in_run("TRAIN_FEATURES_META")
 
     def log(self, evaluating=False):
         return self.file(self.EVAL_LOG if evaluating else self.TRAIN_LOG)

@@ -101,7 +101,8 @@ register = METHODS.add
 
 # What a checkpoint written before a recipe key existed was trained with (a method's own: Method.legacy).
 LEGACY = dict(drop_last=True, backbone_dropout=True, resize_mode="shorter", eval_crop="center",
-              train_augment="crop_flip", rmsprop_form="paddle", bn_variance="biased", label_mode="smooth")
+              train_augment="crop_flip", rmsprop_form="paddle", bn_variance="biased", label_mode="smooth",
+              feature_cache="off")
 
 
 def fill_legacy(cfg):

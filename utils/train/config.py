@@ -16,6 +16,7 @@ from utils.data.datasets import PRESETS
 from utils.data.transforms import EVAL_CROPS, RESIZE_MODES, TRAIN_AUGMENTS
 from utils.errors import UserError
 from utils.train.amp import CHOICES as AMP_CHOICES
+from utils.train.feature_cache import MODES as FEATURE_CACHE_MODES
 from utils.train.optim import RMSPROP_FORMS
 
 # Keys that define the network and its codes: a checkpoint and the command line must agree on them.
@@ -88,6 +89,13 @@ def build_parser(description):
     _flag(g, "--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
           help="keep the backbone's weights fixed, train only the hash layer (default: the recipe's; the "
                "unsupervised GreedyHash and BiHalf references freeze their VGG-16)")
+    _flag(g, "--feature-cache", choices=FEATURE_CACHE_MODES, default=None,
+          help="with --freeze-backbone, 'auto' passes the training list once through the backbone (eval mode: "
+               "Dropout off, BatchNorm on running statistics) with the EVALUATION transform, caches the features "
+               "in <output>/train_features.npy (fingerprinted: rebuilt when the backbone, its weights, the "
+               "preprocessing or the list change) and trains the head from them every epoch - much faster, but "
+               "no training augmentation; every SGD method works this way (closed-form ones do one feature "
+               "pass anyway). 'off' runs the frozen backbone on every augmented batch (default auto)")
     _flag(g, "--bn-variance", choices=("unbiased", "biased"), default=None,
           help="BatchNorm heads' running variance update: PyTorch's 'unbiased' or Paddle's 'biased'")
     _flag(g, "--weight-decay", type=float, default=None, help="L2 weight decay (default: method's)")
@@ -123,7 +131,7 @@ def build_parser(description):
 GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,
                         eval_epochs=10, output="./output", drop_last=True, backbone_dropout=True, freeze_backbone=False,
                         rmsprop_form="pytorch", bn_variance="unbiased", resize_mode="shorter", eval_crop="center",
-                        train_augment="crop_flip", recipe="paper", amp="off")
+                        train_augment="crop_flip", recipe="paper", amp="off", feature_cache="auto")
 
 
 def resolve(args, checkpoint_cfg=None, sources=None):

@@ -25,6 +25,7 @@ from utils import retrieval
 from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint,
                                weights_fingerprint)
 from utils.retrieval.code_cache import file_sha256, make_fingerprint, save_codes
+from utils.train import feature_cache
 from utils.train.amp import Amp
 from utils.train.config import ARCH_KEYS, format_recipe, resolve
 from utils.train.visualdl import VisualDLLog
@@ -416,6 +417,8 @@ class Run:
         amp = Amp(cfg["amp"], env.device, log)
         vdl = VisualDLLog(cfg.get("visualdl") if env.is_main else None)
         state = TrainState()
+        cached = feature_cache.prepare(cfg, env, self.data, model, (self.run.train_features,
+                                       self.run.train_features_meta), self._train_features)  # None: images
         if cfg.get("resume"):
             ck = self.ckpt
             if "optimizer" not in ck:
@@ -436,20 +439,22 @@ class Run:
                      else "none (no evaluation yet)")
         start_epoch, skip_steps = state.epoch + 1, state.step
         fit_features = METHODS[cfg["method"]].fit_features
-        net = model
+        net = model.head if cached is not None else model  # from cached features: the head alone
         if env.distributed:  # also for a closed-form fit: DataParallel gives every rank rank 0's weights
-            net = paddle.DataParallel(model)
+            net = paddle.DataParallel(net)
             criterion.gather = env.gather_tensor
         log.info("%s %d bits, %s backbone, %s: %d train / %d database / %d query images, %d process(es), %s",
                  cfg["method"], cfg["bit"], cfg["backbone"], cfg["dataset"], len(train_set),
                  len(self.data.sets["database"]), len(self.data.sets["test"]), env.world_size, env.device)
-        loader = self.data.train_loader
+        loader = cached if cached is not None else self.data.train_loader
         bad = BadImages(train_set, cfg["skip_bad_images"])
         last_eval = None  # (epoch, evaluate() result) of the latest evaluation, for the report
 
         with StopFlag() as stop:
             for epoch in range(start_epoch, cfg["epochs"] + 1):
-                net.train()
+                model.train()
+                if cached is not None:  # the features were computed in eval mode: the backbone stays there
+                    model.backbone.eval()
                 criterion.set_epoch(epoch)
                 train_set.set_epoch(epoch)
                 loader.batch_sampler.set_epoch(epoch)
@@ -513,15 +518,21 @@ class Run:
         return (self.data.lists["test"].labels[result["query_indices"]],
                 self.data.lists["database"].labels[result["db_indices"]])
 
-    def _fit_closed_form(self, fit_features):
-        """Backbone features of the training list (evaluation transform, every process's share gathered),
-        then the method's closed-form fit of the head; returns the fit's objective for the loss column."""
+    def _train_features(self):
+        """Backbone features of the training list (evaluation transform, backbone in eval mode, every
+        process's share gathered): (features (n, d) float32, list positions)."""
         cfg, train = self.cfg, self.data.sets["train"]
         plain = ImageListDataset(train.list, cfg["data_path"], self.data.preprocess, train=False, seed=cfg["seed"])
         plain.keep = train.keep
         loader = make_loader(plain, cfg["batch_size"], cfg["num_workers"], self.env.world_size, self.env.rank)
         backbone = self.model.backbone
-        feats, _ = encode(backbone, loader, plain, self.env, cfg["skip_bad_images"], backbone.out_dim, "features")
+        return encode(backbone, loader, plain, self.env, cfg["skip_bad_images"], backbone.out_dim, "features")
+
+    def _fit_closed_form(self, fit_features):
+        """The method's closed-form fit of the head on the training features; returns the fit's objective
+        for the loss column."""
+        cfg = self.cfg
+        feats, _ = self._train_features()
         log.info("fitting %s on %d training features of dimension %d", cfg["method"], *feats.shape)
         return float(fit_features(feats, cfg, self.model.head))
 
