@@ -6,7 +6,7 @@ by models/weights.py by layer type (Linear weights transposed from PyTorch's (ou
 weight/bias, the relative position bias table and its index, and the layer scale taken as they are).
 The ImageNet classifier Linear (`head` for Swin, `classifier.2` for ConvNeXt) is dropped.
 """
-from models.weights import Layout, _identity
+from models.weight_layouts import Layout, _identity
 
 _CLASSIFIER = {"swin_t": "head", "convnext_tiny": "classifier.2"}
 

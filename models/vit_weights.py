@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from models.weights import DROP, Layout
+from models.weight_layouts import DROP, Layout
 from utils.errors import UserError
 
 _BLOCK_TV = {"ln_1": "norm1", "ln_2": "norm2", "self_attention.out_proj": "attn.proj",

@@ -271,44 +271,7 @@ def _read_safetensors(path, flag):
 
 
 # ----------------------------------------------------------------------------------------------- mapping
-DROP = "drop"  # a module path the mapping drops on purpose (the ImageNet classifier)
-
-
-@dataclass
-class Layout:
-    """How a source's module paths become ours: `rename(path)` → our path, DROP, or None (unknown).
-    `scale` maps our module path → factor for its weight (paddle.vision AlexNet's dropout)."""
-
-    name: object  # str, or {convention: str} where the same names come from two libraries
-    rename: object
-    scale: dict = field(default_factory=dict)
-    refuse: object = None  # optional check(keys) → message when this layout is recognised but unsupported
-    # whole-key renaming (source name → our parameter name, DROP or None) instead of `rename`'s module paths
-    rename_key: object = None
-    convert: object = None  # optional (our name, array, our shape) → array of an equivalent shape
-    notes: object = None  # optional (weights, backbone, flag, prefix) → extra summary parts (may raise UserError)
-    drop_label: str = "ImageNet classifier"  # what the dropped tensors are, for the summary
-
-    def label(self, convention):
-        return self.name[convention] if isinstance(self.name, dict) else self.name
-
-
-def _table(table, drop=()):
-    def rename(path):
-        if path in table:
-            return table[path]
-        if any(path == d or path.startswith(d + ".") for d in drop):
-            return DROP
-        return None
-    return rename
-
-
-def _identity(prefix="", drop=()):
-    def rename(path):
-        if any(path == d or path.startswith(d + ".") for d in drop):
-            return DROP
-        return prefix + path
-    return rename
+from models.weight_layouts import DROP, Layout, _identity, _table  # noqa: E402,F401 - re-exported
 
 
 _ALEX_PV = {"_conv1._conv": "features.0", "_conv2._conv": "features.3", "_conv3": "features.6",

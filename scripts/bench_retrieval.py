@@ -165,7 +165,7 @@ def bench_map(args, queries, db, q_labels, db_labels):
     topk = None if args.topk == -1 else args.topk
     k_label = "all" if topk is None else str(min(topk, args.n_db))
     backend = "numba" if retrieval.HAVE_NUMBA else "numpy"
-    threads = retrieval.numba.get_num_threads() if retrieval.HAVE_NUMBA else 1
+    threads = retrieval.core.numba.get_num_threads() if retrieval.HAVE_NUMBA else 1
     size = f"{args.n_query} q × {args.n_db} db"
 
     n_ref = min(args.ref_queries, args.n_query)

@@ -1,6 +1,7 @@
 """The layers of the code, read from the imports (ast), one direction only:
 
-    0  utils.errors, utils.fileio, utils.safe_pickle   leaves
+    0  utils.errors, utils.fileio, utils.safe_pickle,  leaves
+       utils.rundir, utils.registry
     1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
        utils.index                                     the living index of codes (SQLite, segments, Milvus)
     2  models                                          backbones, heads, losses, codebooks, checkpoints
@@ -8,8 +9,10 @@
     4  entry points: *.py at the top, scripts/, deploy/, test_tipc/
 
 A module may import its own package, any lower layer, or another package of its own layer as long as
-the packages form no cycle. `utils.retrieval`, `utils.report` and `utils.index` never import Paddle or models, not
-even indirectly.
+the packages form no cycle; and no two modules (files) may import each other, directly or through
+others, even inside one package (a package's `__init__.py` is a facade over its modules, which import
+each other, never the facade that imports them). `utils.retrieval`, `utils.report` and `utils.index`
+never import Paddle or models, not even indirectly.
 """
 import ast
 import os
@@ -112,6 +115,75 @@ def test_no_cycle_between_packages():
 
     cycles = [p for p in graph if p in reach(p)]
     assert not cycles, f"import cycle through {cycles}"
+
+
+def module_graph():
+    """module -> {imported project module: line}: `from a.b import c` is an edge to the module a.b.c when
+    that is a file, else to a.b (its __init__); imports inside functions count too."""
+    mods = {module_name(p): p for p in project_files()}
+
+    def resolve(name):
+        while name:
+            if name in mods:
+                return name
+            name = name.rpartition(".")[0]
+        return None
+
+    graph = {}
+    for mod, path in mods.items():
+        for name, line in imports_of(path):
+            target = resolve(name)
+            if target and target != mod:
+                graph.setdefault(mod, {}).setdefault(target, f"{os.path.relpath(path, ROOT)}:{line}")
+    return graph
+
+
+def module_cycles(graph):
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_cycle_between_modules():
+    graph = module_graph()
+    cycles = module_cycles(graph)
+    detail = ["; ".join(f"{graph[a][b]} imports {b}" for a in c for b in graph.get(a, {}) if b in c) for c in cycles]
+    assert not cycles, "import cycle between modules:\n" + "\n".join(detail)
+
+
+def test_the_module_cycle_checker_sees_a_cycle(tmp_path, monkeypatch):
+    pkg = tmp_path / "utils" / "index"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from utils.index.store import Store\n")
+    (pkg / "store.py").write_text("def f():\n    from utils.index import helper\n")
+    (pkg / "other.py").write_text("from utils.index.store import Store\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
+    assert module_cycles(module_graph()) == [["utils.index", "utils.index.store"]]
 
 
 def test_the_checker_sees_a_violation(tmp_path, monkeypatch):

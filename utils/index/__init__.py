@@ -40,8 +40,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -49,77 +47,14 @@ from utils.errors import UserError
 from utils.fileio import write_json
 from utils.index import paths as _paths
 from utils.index.catalogue import Catalogue, IndexBusy  # noqa: F401 - re-exported
-from utils.registry import Registry
+from utils.index.store import (BACKENDS, CRASH_ENV, CRASH_POINTS, Backend, EmptyIndex, IndexDir,  # noqa: F401
+                               StaleSnapshot, crash_point, is_index)
+from utils.index import embedded as _embedded  # noqa: F401 - the backends register themselves
+from utils.index import milvus as _milvus  # noqa: F401
 
 FORMAT = "hashing-index/1"
 PATH_FORMAT = 2  # catalogue meta `path_format`: paths relative to the recorded `root` (utils.index.paths)
 MERGE_FANOUT = 8  # this many small segments of one size tier are merged into one (see Index.add)
-CRASH_ENV = "HASHING_INDEX_CRASH_AT"
-# the steps between durable writes, in order, where a test may crash the process
-CRASH_POINTS = ("add:stored", "add:committed", "remove:committed", "remove:applied", "compact:stored",
-                "compact:committed", "rebuild:stored", "rebuild:committed")
-
-
-def crash_point(name):
-    """Kill the process at step `name` when HASHING_INDEX_CRASH_AT says so (tests of crash safety):
-    `name` crashes at the first pass, `name@N` at the N-th, `name@N:SIGTERM` sends that signal instead of
-    SIGKILL (tests of a clean stop: the process's own handler then runs, once)."""
-    want = os.environ.get(CRASH_ENV)
-    if not want:
-        return
-    step, _, when = want.partition("@")
-    if step != name:
-        return
-    nth, _, sig = when.partition(":")
-    crash_point.seen[name] = crash_point.seen.get(name, 0) + 1
-    if crash_point.seen[name] == int(nth or 1) or (not sig and crash_point.seen[name] > int(nth or 1)):
-        import signal
-
-        os.kill(os.getpid(), getattr(signal, sig or "SIGKILL"))
-
-
-crash_point.seen = {}
-
-
-class EmptyIndex(UserError):
-    """A search of an index that holds nothing (the service answers 409)."""
-
-
-class StaleSnapshot(Exception):
-    """A snapshot whose store changed under it (Milvus rows compacted by another writer): take a new one."""
-
-
-class IndexDir:
-    """The file names of an index directory, spelled only here."""
-
-    META = "index.json"
-    CATALOGUE = "catalogue.sqlite"
-    SEGMENTS = "segments"
-    UPLOADS = "uploads"  # images added through the service's POST /index/add
-
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        self.meta = os.path.join(self.path, self.META)
-        self.catalogue = os.path.join(self.path, self.CATALOGUE)
-        self.segments = os.path.join(self.path, self.SEGMENTS)
-        self.uploads = os.path.join(self.path, self.UPLOADS)
-
-    def segment(self, name):
-        return os.path.join(self.segments, name)
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str  # the --backend value
-    summary: str
-    open: Callable  # (IndexDir, meta dict, Catalogue, bit) -> store
-
-
-BACKENDS = Registry("index backend")
-
-
-def is_index(path):
-    return os.path.isfile(IndexDir(path).meta)
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -487,7 +422,3 @@ def resolve_uri(uri, index_path):
         return uri
     return os.path.abspath(uri)
 
-
-# the backends register themselves
-from utils.index import embedded as _embedded  # noqa: E402,F401
-from utils.index import milvus as _milvus  # noqa: E402,F401

@@ -23,7 +23,8 @@ import numpy as np
 
 from utils.errors import UserError
 from utils.fileio import atomic_path
-from utils.index import BACKENDS, Backend, Catalogue, EmptyIndex, crash_point
+from utils.index.catalogue import Catalogue
+from utils.index.store import BACKENDS, Backend, EmptyIndex, crash_point
 
 MAGIC = b"HIDXSEG1"
 HEADER = struct.Struct("<8sIQ")

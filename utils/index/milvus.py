@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from utils.errors import UserError
-from utils.index import BACKENDS, Backend, EmptyIndex, StaleSnapshot
+from utils.index.store import BACKENDS, Backend, EmptyIndex, StaleSnapshot
 from utils.index.catalogue import Catalogue
 
 INSTALL = "pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1' 'setuptools<70' (requirements-test.txt pins them)"
@@ -235,7 +235,7 @@ class MilvusStore:
         return self.catalogue.count()[0], len(removed)
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
-        from utils.index import crash_point
+        from utils.index.store import crash_point
 
         n = int(self.catalogue.get("rebuilds", 0)) + 1
         new = f"{self.base}_r{n}"

@@ -42,10 +42,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-import utils.retrieval as _r
+import utils.retrieval.core as _r
 
 if _r.HAVE_NUMBA:  # the kernels below call these jitted helpers by their own names
-    from utils.retrieval import _nb_distances, _nb_threshold, _pjit, _prange
+    from utils.retrieval.core import _nb_distances, _nb_threshold, _pjit, _prange
 
 __all__ = ["RankStats", "rank_stats", "precision_recall_at_radius", "map_at_r", "r_precision", "query_groups",
            "subset_mean"]

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from utils.retrieval import HAVE_NUMBA, _words, as_packed, numba
+from utils.retrieval.core import HAVE_NUMBA, _words, as_packed, numba
 
 MIH_MAX_FRACTION = 0.1  # candidates (as a fraction of the database) above which a query is scanned
 _SCAN_BLOCK = 1 << 16  # database rows per numpy step of the scan (bounded memory)
@@ -63,7 +63,7 @@ def _np_distances(q, dw):
 
 
 if HAVE_NUMBA:
-    from utils.retrieval import _popcount
+    from utils.retrieval.core import _popcount
 
     @numba.njit(cache=True, nogil=True)
     def _nb_radius_count(q, dw, radius, counts):
