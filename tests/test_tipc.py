@@ -13,7 +13,9 @@ CONFIGS = os.path.join(ROOT, "test_tipc", "configs")
 MODELS = [f"{m}_{b}" for m in ("hashnet", "orthohash") for b in (16, 32, 48, 64)] + [
     "hashnet_lite", "relahash_64", "dpsh_64", "csq_64"] + [
     f"{m}_64" for m in ("dsh", "dhn", "dch", "dfh", "dpn", "greedyhash", "dshsd", "lcdsh", "greedyhash_unsup",
-                        "bihalf", "lsh", "itq")]
+                        "bihalf", "lsh", "itq")] + ["orthohash_vit_s_16"]
+# configs whose name is not <method>_<bits>: their method and code length
+NAMED = {"orthohash_vit_s_16": ("orthohash", "64")}
 
 
 def bash(script, env=None, timeout=300):
@@ -83,7 +85,7 @@ def test_infer_combinations_cover_every_list_value(tmp_path):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_config_is_consistent(model):
-    method, bit = model.rsplit("_", 1)
+    method, bit = NAMED.get(model) or model.rsplit("_", 1)
     bit = "16" if bit == "lite" else bit
     train = read_config(os.path.join(CONFIGS, model, "train_infer_python.txt"))
     onnx = read_config(os.path.join(CONFIGS, model, "paddle2onnx_infer_python.txt"))
