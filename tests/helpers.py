@@ -86,3 +86,19 @@ def check_pipeline(step, out, epochs=1):
     assert np.load(step["codes"]).shape == (len(os.listdir(step["img_dir"])), 16), method
     assert "----- Predicted Hamm_min: 0" in out, (method, out)
     return metrics
+
+
+def backbone_features(net, x):
+    """A backbone's features of the NCHW float32 batch `x`, in eval mode (comparisons with the torch libraries)."""
+    import paddle
+
+    net.eval()
+    with paddle.no_grad():
+        return net(paddle.to_tensor(x)).numpy()
+
+
+def rel_err(a, b):
+    """Largest absolute difference relative to the reference's largest magnitude."""
+    import numpy as np
+
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))

@@ -22,7 +22,7 @@ from models.convnext import CNBlockConfig, ConvNeXt
 from models.stochastic_depth import StochasticDepth
 from models.swin import SwinTransformer, relative_position_index, shifted_window_mask
 from models.weights import WeightsFile, map_weights, read_weights
-from tests.helpers import ROOT, lite_flags, run_cli
+from tests.helpers import ROOT, backbone_features, lite_flags, rel_err, run_cli
 from utils.errors import UserError
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "swin_convnext")
@@ -36,14 +36,7 @@ ARCH = {"swin": "swin_t", "convnext": "convnext_tiny"}  # the layouts the tiny f
 FILE = {"swin": "swin_tiny", "convnext": "convnext_tiny"}
 
 
-def features(net, x):
-    net.eval()
-    with paddle.no_grad():
-        return net(paddle.to_tensor(x)).numpy()
-
-
-def rel_err(a, b):
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+features = backbone_features
 
 
 def assert_matches(got, ref, what):

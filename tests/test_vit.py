@@ -21,7 +21,7 @@ from models import build_backbone, load_backbone_weights
 from models.backbones import backbone_preprocess
 from models.vit import VIT_BACKBONES, VisionTransformer, grid_resample_matrix, resample_pos_embed
 from models.weights import read_weights
-from tests.helpers import ROOT
+from tests.helpers import ROOT, backbone_features, rel_err
 from utils.data.transforms import Preprocess
 from utils.errors import UserError
 
@@ -30,14 +30,7 @@ CASES = json.load(open(os.path.join(FIX, "cases.json")))
 TORCH_PYTHON = os.environ.get("DEEPHASH_TORCH_PYTHON")
 
 
-def features(net, x):
-    net.eval()
-    with paddle.no_grad():
-        return net(paddle.to_tensor(x)).numpy()
-
-
-def rel_err(a, b):
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+features = backbone_features
 
 
 def assert_same_features(ours, ref, what):

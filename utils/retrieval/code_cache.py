@@ -4,13 +4,11 @@ the database list (content hash), the image root and the preprocessing. A cache 
 the sidecar matches the current fingerprint and the array is whole; otherwise the caller rebuilds
 it and is told why. No Paddle import here.
 """
-import hashlib
-import json
 import os
 
 import numpy as np
 
-from utils.fileio import atomic_path, write_json
+from utils.cache_file import file_sha256, load_array, save_array  # noqa: F401 - file_sha256 re-exported
 from utils.retrieval import binarize
 from utils.rundir import RunDir
 
@@ -18,14 +16,6 @@ from utils.rundir import RunDir
 def cache_paths(directory, bit):
     stem = os.path.join(directory, RunDir.database_codes_stem(bit))
     return stem + ".npy", stem + ".json"
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_fingerprint(weights_fingerprint, list_file, data_path, preprocess):
@@ -40,23 +30,9 @@ def make_fingerprint(weights_fingerprint, list_file, data_path, preprocess):
 def load_codes(directory, bit, fingerprint):
     """(codes, indices, None) when a valid matching cache exists, else (None, None, reason)."""
     npy, meta_path = cache_paths(directory, bit)
-    if not os.path.exists(npy):
-        return None, None, f"no cache at {npy}"
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None, None, f"{meta_path} is missing or unreadable"
-    if meta.get("fingerprint") != fingerprint:
-        old = meta.get("fingerprint") or {}
-        changed = [k for k in fingerprint if old.get(k) != fingerprint[k]] or ["format"]
-        return None, None, f"cache was built with different {', '.join(changed)}"
-    try:
-        if file_sha256(npy) != meta.get("npy_sha256"):
-            return None, None, f"{npy} does not match its sidecar checksum (truncated or replaced)"
-        codes = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        return None, None, f"{npy} is unreadable ({exc})"
+    codes, meta, why = load_array(npy, meta_path, fingerprint)
+    if why:
+        return None, None, why
     if codes.ndim != 2 or codes.shape[1] != bit:
         return None, None, f"{npy} has shape {codes.shape}, expected (n, {bit})"
     indices = np.asarray(meta.get("indices"), dtype=np.int64) if meta.get("indices") is not None \
@@ -71,16 +47,7 @@ def save_codes(directory, bit, codes, fingerprint, indices=None):
     database list of the rows (None = all, in order)."""
     npy, meta_path = cache_paths(directory, bit)
     codes = binarize(codes)
-    with atomic_path(npy) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, codes)
-    n = len(codes)
-    if indices is not None and np.array_equal(indices, np.arange(n)):
+    if indices is not None and np.array_equal(indices, np.arange(len(codes))):
         indices = None
-    write_json(meta_path, {
-        "fingerprint": fingerprint,
-        "npy_sha256": file_sha256(npy),
-        "shape": list(codes.shape),
-        "indices": None if indices is None else [int(i) for i in indices],
-    })
-    return npy
+    return save_array(npy, meta_path, codes, fingerprint,
+                      indices=None if indices is None else [int(i) for i in indices])

@@ -22,8 +22,6 @@ never use the cache. Several processes: every rank checks the cache; if any find
 encode their shard together (all with rank 0's weights), the features are gathered on every rank and rank 0
 writes the files.
 """
-import hashlib
-import json
 import logging
 import os
 import time
@@ -35,7 +33,7 @@ from paddle.distributed.parallel import sync_params_buffers
 from models import METHODS
 from models.checkpoint import weights_fingerprint
 from utils.data.datasets import EpochSampler
-from utils.fileio import save_npy, write_json
+from utils.cache_file import file_sha256, load_array, save_array
 
 log = logging.getLogger("deephash")
 MODES = ("auto", "off")
@@ -53,52 +51,30 @@ def disabled_reason(cfg):
     return None
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def make_fingerprint(backbone_name, backbone_state, list_file, data_path, preprocess):
     """What the cached features depend on. `preprocess`: Preprocess.to_dict(); its training augmentation is
     left out (the cache is built with the evaluation transform)."""
     pre = {k: v for k, v in preprocess.items() if k != "train_augment"}
     return {"format": FORMAT, "backbone": backbone_name, "weights": weights_fingerprint(backbone_state),
-            "train_list": _sha256(list_file), "data_path": os.path.abspath(data_path), "preprocess": pre}
+            "train_list": file_sha256(list_file), "data_path": os.path.abspath(data_path), "preprocess": pre}
 
 
 def load_features(npy, meta_path, fingerprint):
     """(features float32 (n, d), list indices (n,), None) for a valid matching cache, else (None, None, why)."""
-    if not os.path.exists(npy):
-        return None, None, f"no cache at {npy}"
+    feats, meta, why = load_array(npy, meta_path, fingerprint)
+    if why:
+        return None, None, why
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None, None, f"{meta_path} is missing or unreadable"
-    old = meta.get("fingerprint") if isinstance(meta, dict) else None
-    if old != fingerprint:
-        old = old if isinstance(old, dict) else {}
-        changed = [k for k in fingerprint if old.get(k) != fingerprint[k]] or ["format"]
-        return None, None, f"cache was built with a different {', '.join(changed)}"
-    try:
-        if _sha256(npy) != meta.get("npy_sha256"):
-            return None, None, f"{npy} does not match its sidecar checksum (truncated or replaced)"
-        feats = np.load(npy, allow_pickle=False)
         indices = np.asarray(meta["indices"], dtype=np.int64)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return None, None, f"{npy} is unreadable ({exc})"
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, None, f"{meta_path} lists no usable indices ({exc})"
     if feats.ndim != 2 or feats.dtype != np.float32 or len(indices) != len(feats):
         return None, None, f"{npy} has shape {feats.shape} ({feats.dtype}) for {len(indices)} listed images"
     return feats, indices, None
 
 
 def save_features(npy, meta_path, feats, indices, fingerprint):
-    save_npy(npy, np.asarray(feats, np.float32))
-    write_json(meta_path, {"fingerprint": fingerprint, "npy_sha256": _sha256(npy), "shape": list(feats.shape),
-                           "indices": [int(i) for i in indices]})
+    save_array(npy, meta_path, np.asarray(feats, np.float32), fingerprint, indices=[int(i) for i in indices])
 
 
 class FeatureLoader:
