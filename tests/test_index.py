@@ -386,7 +386,7 @@ def test_milvus_lite_gives_the_embedded_results(tmp_path, monkeypatch):
         if name == "rebuild:stored":
             raise RuntimeError("injected")
 
-    monkeypatch.setattr(utils.index, "crash_point", fail_at)
+    monkeypatch.setattr(utils.index.store, "crash_hook", fail_at)
     with pytest.raises(RuntimeError, match="injected"):
         mil.replace_codes({"weights": "w2"}, lambda ids, paths: new_codes[ids])
     monkeypatch.undo()
@@ -457,7 +457,7 @@ def test_milvus_crash_at_each_write_step_leaves_before_or_after(tmp_path, monkey
         if name == step:
             raise KeyboardInterrupt(f"crash at {name}")
 
-    monkeypatch.setattr(utils.index, "crash_point", crash)
+    monkeypatch.setattr(utils.index.store, "crash_hook", crash)
     monkeypatch.setattr(mil.store, "abandon", lambda token: None)
     with pytest.raises(KeyboardInterrupt):
         op(mil, new)

@@ -21,10 +21,16 @@ CRASH_POINTS = ("add:stored", "add:committed", "remove:committed", "remove:appli
                 "compact:committed", "rebuild:stored", "rebuild:committed")
 
 
+crash_hook = None  # tests: a function called with each step's name instead of the environment switch
+
+
 def crash_point(name):
     """Kill the process at step `name` when HASHING_INDEX_CRASH_AT says so (tests of crash safety):
     `name` crashes at the first pass, `name@N` at the N-th, `name@N:SIGTERM` sends that signal instead of
-    SIGKILL (tests of a clean stop: the process's own handler then runs, once)."""
+    SIGKILL (tests of a clean stop: the process's own handler then runs, once). In-process tests set
+    `crash_hook` instead (monkeypatch), which every step calls, whichever module it is in."""
+    if crash_hook is not None:
+        return crash_hook(name)
     want = os.environ.get(CRASH_ENV)
     if not want:
         return
