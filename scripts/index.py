@@ -109,10 +109,10 @@ def parse_args(argv=None):
 
 
 def do_sync(args, index, model):
-    from utils.deploy.indexing import StopRequest, scan_sources, sync
+    from utils.deploy.indexing import stop_request, scan_sources, sync
 
     srcs, _ = scan_sources(args.list, args.data_path, args.images)
-    with StopRequest() as stop:
+    with stop_request() as stop:
         stats = sync(index, model, srcs, args.chunk_size, args.batch_size, args.skip_bad_images, stop)
     total = len(index)
     if stats.stopped_by:

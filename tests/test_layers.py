@@ -1,7 +1,8 @@
 """The layers of the code, read from the imports (ast), one direction only:
 
     0  utils.errors, utils.fileio, utils.safe_pickle,  leaves
-       utils.rundir, utils.registry, utils.cache_file
+       utils.rundir, utils.registry, utils.cache_file,
+       utils.stop_signal
     1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
        utils.index                                     the living index of codes (SQLite, segments, Milvus)
     2  models                                          backbones, heads, losses, codebooks, checkpoints
@@ -25,7 +26,7 @@ from tests.helpers import ROOT
 
 LAYERS = {
     "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0, "utils.safe_pickle": 0,
-    "utils.cache_file": 0,
+    "utils.cache_file": 0, "utils.stop_signal": 0,
     "utils.retrieval": 1, "utils.report": 1, "utils.data": 1, "utils.index": 1,
     "models": 2,
     "utils.train": 3, "utils.deploy": 3,

@@ -37,7 +37,6 @@ import argparse
 import collections
 import os
 import re
-import signal
 import socket
 import sys
 import threading
@@ -49,6 +48,7 @@ if ROOT not in sys.path:
 
 from utils.data.images import ImageError, open_image, thumbnail_jpeg  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
+from utils.stop_signal import StopSignal  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THUMB_SIZE = 256
@@ -511,23 +511,11 @@ def check_port(host, port):
         raise UserError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host")
 
 
-class GracefulStop:
+def graceful_stop():
     """SIGTERM / SIGINT: the first one asks the server to stop (no new connections, the requests in flight
     finish), a second one stops at once. Installed after the model is loaded: Paddle sets its own C++
     handlers when it is imported (they print a "FatalError: Termination signal" trace and exit 143)."""
-
-    def __init__(self):
-        self.signal_name = None
-
-    def install(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal_name:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
+    return StopSignal()
 
 
 def _busy_channels(server):
@@ -540,7 +528,7 @@ def _busy_channels(server):
 
 def serve(app, host, port, threads, max_body, stop=None, drain_seconds=30.0):
     """waitress when installed (fixed thread pool, bodies over `max_body` refused before they reach the
-    app), else Flask/werkzeug's threaded server. With `stop` (GracefulStop), a signal ends the loop after
+    app), else Flask/werkzeug's threaded server. With `stop` (graceful_stop()), a signal ends the loop after
     the listening socket is closed and the requests in flight are answered (at most `drain_seconds`).
     → the name of the signal that stopped it, or None."""
     try:
@@ -559,7 +547,7 @@ def serve(app, host, port, threads, max_body, stop=None, drain_seconds=30.0):
         raise UserError(f"cannot listen on {host}:{port} ({exc}); choose another --port or --host")
     workers = f"waitress, {threads} threads" if waitress else "werkzeug, a thread per request"
     print(f"----- Serving on http://{host}:{port}/ ({workers}); Ctrl-C or SIGTERM stops", flush=True)
-    stop = stop or GracefulStop()
+    stop = stop or graceful_stop()
     try:
         if not waitress:
             server.timeout = 0.5
@@ -591,7 +579,7 @@ def main(argv=None):
     service = build_service(args)
     try:
         app = create_app(service, args.max_upload_mb, args.max_k, args.max_pixels, admin_token=args.admin_token)
-        stop = GracefulStop().install()
+        stop = graceful_stop().install()
         # the app answers 413 (JSON) up to this size; waitress refuses anything more than 1 MB beyond it
         how = serve(app, args.host, args.port, args.threads, int(args.max_upload_mb * 1024 * 1024) + (1 << 20), stop)
     finally:

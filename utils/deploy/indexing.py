@@ -17,7 +17,6 @@ re-encodes the index). Images are encoded in chunks, each committed as it finish
 ones every other entry point uses (`utils.deploy.encode_images`).
 """
 import os
-import signal
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ import numpy as np
 
 from utils.data.images import IMAGE_EXTENSIONS, list_image_files
 from utils.errors import UserError
+from utils.stop_signal import StopSignal
 from utils.index import Index, StaleSnapshot
 from utils.retrieval import binarize, pack_codes
 from utils.retrieval.code_cache import file_sha256
@@ -128,34 +128,11 @@ def encode_packed(model, paths, batch_size=32, on_error=None):
 
 
 # ----------------------------------------------------------------------------------------- stopping
-class StopRequest:
+def stop_request():
     """SIGINT / SIGTERM during a build or add: the first asks to stop after the chunk being encoded (it is
     committed), a second one stops at once (the index stays as the last commit left it). Installed after
     Paddle is imported, so these handlers replace the ones Paddle sets at import."""
-
-    def __init__(self):
-        self.signal_name, self._old = None, {}
-
-    @property
-    def requested(self):
-        return self.signal_name is not None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.signal_name}: stopping after the current chunk (again to stop at once)", file=sys.stderr,
-              flush=True)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    return StopSignal("stopping after the current chunk (again to stop at once)")
 
 
 # ----------------------------------------------------------------------------------------- sync

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 
@@ -36,6 +35,7 @@ from utils.train.optim import rmsprop
 from utils.errors import UserError
 from utils.fileio import check_writable_dir, write_json, write_text
 from utils.rundir import RunDir
+from utils.stop_signal import StopSignal
 from utils.report import write_report
 from utils.report.evaluation import (open_set_metrics, query_cost, radius_r_metrics, report_ks,
                                      unseen_classes_from_train)
@@ -261,30 +261,11 @@ def build_optimizer(cfg, model):
     return opt, scheduler
 
 
-class StopFlag:
+def stop_flag():
     """First Ctrl-C / SIGTERM asks training to stop after the current batch (a resumable checkpoint is
     written); a second one interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            print(f"\nstopping now without saving; {RunDir.LAST} (if any) is from the last completed epoch",
-                  file=sys.stderr, flush=True)
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this batch (press Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    return StopSignal("stopping after this batch (press Ctrl-C again to abort at once)",
+                      f"stopping now without saving; {RunDir.LAST} (if any) is from the last completed epoch")
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -450,7 +431,7 @@ class Run:
         bad = BadImages(train_set, cfg["skip_bad_images"])
         last_eval = None  # (epoch, evaluate() result) of the latest evaluation, for the report
 
-        with StopFlag() as stop:
+        with stop_flag() as stop:
             for epoch in range(start_epoch, cfg["epochs"] + 1):
                 model.train()
                 if cached is not None:  # the features were computed in eval mode: the backbone stays there
