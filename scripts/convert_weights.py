@@ -5,9 +5,9 @@
     python scripts/convert_weights.py resnet50-11ad3fa6.pth weights/resnet50.pdparams --backbone resnet50
 
 Reads what `--backbone-weights` reads (torchvision / PyTorch .pth and .pt in both torch.save formats,
-.safetensors, Paddle and PaddleClas .pdparams; see models/weights.py), maps it onto the backbone with
-the same checks, prints the same summary, and writes the backbone's state dict atomically. The result
-loads with `--backbone-weights OUT` without conversion. torch is not needed: pickles are read with a
+.safetensors, Paddle and PaddleClas .pdparams; see utils/weight_files.py), maps it onto the backbone with
+the same checks (models/weights.py), prints the same summary, and writes the backbone's state dict
+atomically. The result loads with `--backbone-weights OUT` without conversion. torch is not needed: pickles are read with a
 restricted unpickler that runs nothing from the file.
 """
 import argparse
