@@ -7,8 +7,8 @@
 Reads what `--backbone-weights` reads (torchvision / PyTorch .pth and .pt in both torch.save formats,
 .safetensors, Paddle and PaddleClas .pdparams; see utils/weight_files.py), maps it onto the backbone with
 the same checks (models/weights.py), prints the same summary, and writes the backbone's state dict
-atomically. The result loads with `--backbone-weights OUT` without conversion. torch is not needed: pickles are read with a
-restricted unpickler that runs nothing from the file.
+atomically. The result loads with `--backbone-weights OUT` without conversion. torch is not needed:
+pickles are read with a restricted unpickler that runs nothing from the file.
 """
 import argparse
 import os
