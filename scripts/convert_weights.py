@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import BACKBONES, build_backbone, load_backbone_weights  # noqa: E402
+from utils.cli import add_flag  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import atomic_path  # noqa: E402
 
@@ -26,8 +27,8 @@ def parse_args(argv=None):
     p.add_argument("input", help="weights file (.pth, .pt, .safetensors, .pdparams)")
     p.add_argument("output", help="Paddle .pdparams file to write")
     p.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-    p.add_argument("--allow-partial-weights", "--allow_partial_weights", dest="allow_partial",
-                   action="store_true", help="write even when some backbone parameters are not in the file")
+    add_flag(p, "--allow-partial-weights", dest="allow_partial", action="store_true",
+             help="write even when some backbone parameters are not in the file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return p.parse_args(argv)
 
