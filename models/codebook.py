@@ -105,7 +105,7 @@ def load_codebook_file(path, num_classes, bits, flag="--codebook"):
         if path.lower().endswith(".npy"):
             arr = np.load(path, allow_pickle=False)
         else:
-            from models.weights import load_torch_object
+            from utils.weight_files import load_torch_object
 
             arr = load_torch_object(path)  # through utils.safe_pickle: nothing in the file runs
         arr = np.asarray(arr, dtype=np.float64)

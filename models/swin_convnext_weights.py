@@ -1,4 +1,4 @@
-"""Weight layouts of the Swin / ConvNeXt backbones, for `models.weights.layouts_for`.
+"""Weight layouts of the Swin / ConvNeXt backbones, for `models.weights.layouts_for` (the mapper).
 
 Our module names are torchvision's (models/swin.py, models/convnext.py), so a torchvision state dict
 (`swin_t-704ceda3.pth`, `convnext_tiny-983f1562.pth`) maps by identity; what each tensor needs is decided

@@ -34,7 +34,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import UserError, cli_entry  # noqa: E402
+from utils.cli import add_flag  # noqa: E402
+from utils.errors import UserError, cli_entry, one_line  # noqa: E402
 from utils.fileio import write_json  # noqa: E402
 from utils.data.lists import write_list  # noqa: E402
 from utils.safe_pickle import BadPickle, RefusedGlobal, refusal  # noqa: E402
@@ -48,12 +49,6 @@ NUM_CLASSES = 10
 STAMP = "cifar10_images.json"
 
 
-def _short(exc, limit=150):
-    """An exception's text on one line (messages must stay one line), cut to `limit` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _unpickle(f, where):
     try:
         batch = safe_load(f, encoding="bytes")  # the allow-list unpickler: nothing in the file runs
@@ -61,13 +56,13 @@ def _unpickle(f, where):
         raise UserError(f"{where}: {refusal(exc)}; a CIFAR-10 batch holds only bytes, lists and arrays: use the "
                         "official cifar-10-python.tar.gz")
     except BadPickle as exc:
-        raise UserError(f"{where}: not a CIFAR-10 python batch ({_short(exc)}); use the official "
+        raise UserError(f"{where}: not a CIFAR-10 python batch ({one_line(exc)}); use the official "
                         "cifar-10-python.tar.gz")
     try:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except Exception as exc:  # noqa: BLE001 - not a dict with data and labels: a foreign file
-        raise UserError(f"{where}: not a CIFAR-10 python batch ({type(exc).__name__}: {_short(exc)}); "
+        raise UserError(f"{where}: not a CIFAR-10 python batch ({type(exc).__name__}: {one_line(exc)}); "
                         "use the official cifar-10-python.tar.gz")
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise UserError(f"{where}: unexpected batch shape {data.shape} with {len(labels)} labels; "
@@ -100,7 +95,7 @@ def read_archive(archive):
                                         "use the official cifar-10-python.tar.gz")
                     parts.append(_unpickle(tar.extractfile(members[name]), f"{archive}:{members[name].name}"))
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UserError(f"{archive}: cannot read the archive ({type(exc).__name__}: {_short(exc)}); "
+            raise UserError(f"{archive}: cannot read the archive ({type(exc).__name__}: {one_line(exc)}); "
                             "is it a complete cifar-10-python.tar.gz?")
     else:
         raise UserError(f"--archive {archive}: not found; pass cifar-10-python.tar.gz or the extracted "
@@ -178,14 +173,14 @@ def build(archive, data_path, out, protocol="cifar10", test_per_class=100, train
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archive", required=True, help="cifar-10-python.tar.gz or the extracted cifar-10-batches-py/")
-    p.add_argument("--data-path", "--data_path", dest="data_path", default="datasets/cifar10",
-                   help="where images/<i>.png are written (default datasets/cifar10)")
+    add_flag(p, "--data-path", default="datasets/cifar10",
+             help="where images/<i>.png are written (default datasets/cifar10)")
     p.add_argument("--out", default="data/cifar10", help="list folder (default data/cifar10)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="cifar10")
-    p.add_argument("--test-per-class", "--test_per_class", dest="test_per_class", type=int, default=None,
-                   help="queries per class (default 100; cifar10 and cifar10-1 only)")
-    p.add_argument("--train-per-class", "--train_per_class", dest="train_per_class", type=int, default=None,
-                   help="training images per class (default 500; cifar10 and cifar10-1 only)")
+    add_flag(p, "--test-per-class", type=int, default=None,
+             help="queries per class (default 100; cifar10 and cifar10-1 only)")
+    add_flag(p, "--train-per-class", type=int, default=None,
+             help="training images per class (default 500; cifar10 and cifar10-1 only)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

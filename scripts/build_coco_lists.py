@@ -22,17 +22,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.errors import UserError, cli_entry  # noqa: E402
+from utils.cli import add_flag  # noqa: E402
+from utils.errors import UserError, cli_entry, one_line  # noqa: E402
 from utils.data.lists import write_list  # noqa: E402
 from utils.data.split_check import check_split  # noqa: E402
 
 SPLITS = (("train2014", "instances_train2014.json"), ("val2014", "instances_val2014.json"))
-
-
-def _short(exc, limit=150):
-    """An exception's text on one line (messages must stay one line), cut to `limit` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def load_instances(path):
@@ -44,7 +39,7 @@ def load_instances(path):
         with open(path, "rb") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable JSON file ({type(exc).__name__}: {_short(exc)}); "
+        raise UserError(f"{path}: not a readable JSON file ({type(exc).__name__}: {one_line(exc)}); "
                         "re-extract it from annotations_trainval2014.zip")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
                                              for k in ("images", "annotations", "categories")):
@@ -57,7 +52,7 @@ def load_instances(path):
         for ann in data["annotations"]:
             labelled.setdefault(int(ann["image_id"]), set()).add(int(ann["category_id"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: malformed COCO entry ({type(exc).__name__}: {_short(exc)}); the file looks corrupt")
+        raise UserError(f"{path}: malformed COCO entry ({type(exc).__name__}: {one_line(exc)}); the file looks corrupt")
     unknown = {c for cats in labelled.values() for c in cats} - set(categories)
     if unknown:
         raise UserError(f"{path}: annotations use category ids {sorted(unknown)[:5]} missing from 'categories'")
@@ -132,16 +127,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--annotations", help="folder with instances_train2014.json and instances_val2014.json "
                                          "(default <image-root>/annotations)")
-    p.add_argument("--train-json", "--train_json", dest="train_json", help="instances_train2014.json")
-    p.add_argument("--val-json", "--val_json", dest="val_json", help="instances_val2014.json")
-    p.add_argument("--image-root", "--image_root", "--data-path", dest="image_root", default="datasets/coco",
-                   help="folder holding train2014/ and val2014/; list paths are relative to it "
-                        "(default datasets/coco)")
-    p.add_argument("--check-images", "--check_images", dest="check_images", action="store_true",
-                   help="verify that every listed image exists under --image-root")
+    add_flag(p, "--train-json", help="instances_train2014.json")
+    add_flag(p, "--val-json", help="instances_val2014.json")
+    add_flag(p, "--image-root", "--data-path", dest="image_root", default="datasets/coco",
+             help="folder holding train2014/ and val2014/; list paths are relative to it "
+                  "(default datasets/coco)")
+    add_flag(p, "--check-images", action="store_true",
+             help="verify that every listed image exists under --image-root")
     p.add_argument("--out", default="data/coco", help="list folder (default data/coco)")
-    p.add_argument("--n-query", "--n_query", dest="n_query", type=int, default=5000)
-    p.add_argument("--n-train", "--n_train", dest="n_train", type=int, default=10000)
+    add_flag(p, "--n-query", type=int, default=5000)
+    add_flag(p, "--n-train", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 

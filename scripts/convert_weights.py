@@ -5,10 +5,10 @@
     python scripts/convert_weights.py resnet50-11ad3fa6.pth weights/resnet50.pdparams --backbone resnet50
 
 Reads what `--backbone-weights` reads (torchvision / PyTorch .pth and .pt in both torch.save formats,
-.safetensors, Paddle and PaddleClas .pdparams; see models/weights.py), maps it onto the backbone with
-the same checks, prints the same summary, and writes the backbone's state dict atomically. The result
-loads with `--backbone-weights OUT` without conversion. torch is not needed: pickles are read with a
-restricted unpickler that runs nothing from the file.
+.safetensors, Paddle and PaddleClas .pdparams; see utils/weight_files.py), maps it onto the backbone with
+the same checks (models/weights.py), prints the same summary, and writes the backbone's state dict
+atomically. The result loads with `--backbone-weights OUT` without conversion. torch is not needed:
+pickles are read with a restricted unpickler that runs nothing from the file.
 """
 import argparse
 import os
@@ -17,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import BACKBONES, build_backbone, load_backbone_weights  # noqa: E402
+from utils.cli import add_flag  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.fileio import atomic_path  # noqa: E402
 
@@ -26,8 +27,8 @@ def parse_args(argv=None):
     p.add_argument("input", help="weights file (.pth, .pt, .safetensors, .pdparams)")
     p.add_argument("output", help="Paddle .pdparams file to write")
     p.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-    p.add_argument("--allow-partial-weights", "--allow_partial_weights", dest="allow_partial",
-                   action="store_true", help="write even when some backbone parameters are not in the file")
+    add_flag(p, "--allow-partial-weights", dest="allow_partial", action="store_true",
+             help="write even when some backbone parameters are not in the file")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return p.parse_args(argv)
 

@@ -1,10 +1,10 @@
 """scripts/build_lists.py: lists for your own images from class folders or a CSV (no Paddle needed).
 
-Tiny images are drawn in tmp_path; the script runs as a subprocess (exit status, one-line errors) and its
-functions are called directly.
+Tiny images are drawn in tmp_path; the script runs as a subprocess (exit status, one-line errors), and the
+modules behind it are called directly: utils/data/sources.py (folders, CSV, image checks), utils/data/split.py
+(the stratified split, pinned to exact indices) and utils/data/custom_lists.py (build and write).
 """
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,18 +13,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.errors import UserError
+from utils.data import sources
+from utils.data import split as sp
+from utils.data.custom_lists import build
+from utils.data.images import check_image
 from utils.data.lists import read_list
+from utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "build_lists.py")
 SPLITS = ("train", "database", "test")
 OUTPUTS = ("train.txt", "database.txt", "test.txt", "classes.txt")
-
-_spec = importlib.util.spec_from_file_location("build_lists", SCRIPT)
-bl = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bl)
-
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
@@ -324,10 +323,10 @@ def test_bad_images_error_and_skip(tmp_path):
 
 def test_check_image_direct(tmp_path):
     save_image(str(tmp_path / "fine.png"), 0)
-    assert bl.check_image(str(tmp_path / "fine.png")) is None
+    assert check_image(str(tmp_path / "fine.png")) is None
     (tmp_path / "x.gif").write_bytes(b"GIF89a garbage")
-    assert bl.check_image(str(tmp_path / "x.gif")).startswith("not a readable image")
-    assert bl.check_image(str(tmp_path / "missing.jpg")) == "file not found"
+    assert check_image(str(tmp_path / "x.gif")).startswith("not a readable image")
+    assert check_image(str(tmp_path / "missing.jpg")) == "file not found"
 
 
 def test_whitespace_paths(tmp_path):
@@ -371,14 +370,14 @@ def test_csv_errors(tmp_path):
 
 def test_read_csv_direct(tmp_path):
     csv_file = make_csv(str(tmp_path), [("b.jpg", "z|y|y"), ("a.jpg", " x ")], images=False)
-    root, items = bl.read_csv(csv_file)
+    root, items = sources.read_csv(csv_file)
     assert root == str(tmp_path)
     assert [(it.path, it.tags, it.where) for it in items] == [("a.jpg", ("x",), f"{csv_file}:3"),
                                                                ("b.jpg", ("y", "z"), f"{csv_file}:2")]
     with pytest.raises(UserError, match="no column 'tags'.*'path', 'labels'"):
-        bl.read_csv(csv_file, label_column="tags")
+        sources.read_csv(csv_file, label_column="tags")
     with pytest.raises(UserError, match="one character"):
-        bl.read_csv(csv_file, delimiter=";;")
+        sources.read_csv(csv_file, delimiter=";;")
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -407,18 +406,18 @@ def test_out_is_a_file(folders, tmp_path):
 
 def test_split_direct_single_and_exact():
     labels = np.eye(3, dtype=np.uint8)[[0] * 30 + [1] * 12 + [2] * 5]
-    plan = bl.Plan(query_per_class=2, train_fraction=0.5)
-    test, train, db = bl.split(labels, plan, seed=5)
+    plan = sp.Plan(query_per_class=2, train_fraction=0.5)
+    test, train, db = sp.split(labels, plan, seed=5)
     assert labels[test].sum(0).tolist() == [2, 2, 2]
     assert labels[train].sum(0).tolist() == [14, 5, 2]  # round(0.5 × 28), round(0.5 × 10), round(0.5 × 3)
     assert labels[db].sum(0).tolist() == [28, 10, 3]
     assert set(train) <= set(db) and not set(test) & set(db)
-    again = bl.split(labels, plan, seed=5)
+    again = sp.split(labels, plan, seed=5)
     assert all((a == b).all() for a, b in zip(again, (test, train, db)))
-    other = bl.split(labels, plan, seed=6)
+    other = sp.split(labels, plan, seed=6)
     assert not (other[0] == test).all()
     with pytest.raises(UserError, match=r"class 'c' has 5 images.*at least 7"):
-        bl.split(labels, bl.Plan(query_per_class=3, train_per_class=3, excludes_train=True), 0, ["a", "b", "c"])
+        sp.split(labels, sp.Plan(query_per_class=3, train_per_class=3, excludes_train=True), 0, ["a", "b", "c"])
 
 
 def test_split_direct_multilabel_caps():
@@ -426,25 +425,25 @@ def test_split_direct_multilabel_caps():
     rows = [[1, 0]] * 20 + [[1, 1]] * 3
     labels = np.asarray(rows, np.uint8)
     for seed in range(10):
-        test, train, db = bl.split(labels, bl.Plan(query_fraction=0.3, train_per_class=1), seed, ["big", "rare"])
+        test, train, db = sp.split(labels, sp.Plan(query_fraction=0.3, train_per_class=1), seed, ["big", "rare"])
         assert labels[test, 1].sum() == 1 and labels[db, 1].sum() == 2 and labels[train, 1].sum() == 1
         assert labels[test, 0].sum() == 7  # round(0.3 × 23)
 
 
 def test_plan_minimums():
-    assert bl.Plan(query_fraction=0.1, train_fraction=0.5).min_images() == 2
-    assert bl.Plan(query_fraction=0.1, train_fraction=0.5, excludes_train=True).min_images() == 3
-    assert bl.Plan(query_per_class=4, train_per_class=6).min_images() == 10
-    assert bl.Plan(query_per_class=4, train_per_class=6, excludes_train=True).min_images() == 11
+    assert sp.Plan(query_fraction=0.1, train_fraction=0.5).min_images() == 2
+    assert sp.Plan(query_fraction=0.1, train_fraction=0.5, excludes_train=True).min_images() == 3
+    assert sp.Plan(query_per_class=4, train_per_class=6).min_images() == 10
+    assert sp.Plan(query_per_class=4, train_per_class=6, excludes_train=True).min_images() == 11
 
 
 def test_build_direct_returns_summary(folders, tmp_path):
-    s = bl.build(str(tmp_path / "l"), images=folders, query_per_class=1, train_per_class=1)
+    s = build(str(tmp_path / "l"), images=folders, query_per_class=1, train_per_class=1)
     assert s["counts"] == {"train": 3, "database": 34, "test": 3} and s["status"] == "wrote"
     assert s["ignored"]["non_image"] == 2 and s["classes"] == ["cat", "dog", "owl"] and not s["multi_label"]
-    assert bl.build(str(tmp_path / "l"), images=folders, query_per_class=1, train_per_class=1)["status"] == "unchanged"
+    assert build(str(tmp_path / "l"), images=folders, query_per_class=1, train_per_class=1)["status"] == "unchanged"
     with pytest.raises(UserError, match="--force"):
-        bl.build(str(tmp_path / "l"), images=folders, query_per_class=2, train_per_class=1)
+        build(str(tmp_path / "l"), images=folders, query_per_class=2, train_per_class=1)
 
 
 def test_custom_preset_reads_the_lists(folders, tmp_path):
@@ -486,9 +485,9 @@ def test_unseen_classes_named_and_counted(folders, tmp_path):
 
     ls = lists(out)
     assert unseen_classes_from_train(ls["train"].labels, ls["test"].labels, ls["database"].labels) == [1]
-    a = bl.choose_unseen("2", ["a", "b", "c", "d", "e"], seed=3)
-    assert len(a) == 2 and a == bl.choose_unseen(2, ["a", "b", "c", "d", "e"], seed=3) == sorted(a)
-    assert {tuple(bl.choose_unseen("2", list("abcde"), seed=s)) for s in range(20)} != {tuple(a)}  # seeded
+    a = sp.choose_unseen("2", ["a", "b", "c", "d", "e"], seed=3)
+    assert len(a) == 2 and a == sp.choose_unseen(2, ["a", "b", "c", "d", "e"], seed=3) == sorted(a)
+    assert {tuple(sp.choose_unseen("2", list("abcde"), seed=s)) for s in range(20)} != {tuple(a)}  # seeded
 
 
 def test_unseen_classes_excluded_train_goes_to_database(folders, tmp_path):
@@ -526,3 +525,82 @@ def test_check_split_direct():
     with pytest.raises(UserError, match="test.txt would list 1 image"):
         check_split(["a"], ["a", "b"], ["c", "c"])
     assert "train ∩ database = ∅ (1 train, 2 database)" in check_split(["x"], ["a", "b"], ["c"], False)
+
+
+# ------------------------------------------------------------------- pinned splits (computed before the move)
+# The values below were computed with the split code as it stood in scripts/build_lists.py, before it moved to
+# utils/data/split.py; they pin the split bit for bit (numpy's default_rng is stable across platforms).
+def _pinned(got, want):
+    assert [a.tolist() for a in got] == want
+    assert all(a.dtype.kind == "i" for a in got)
+
+
+def test_split_pinned_single_label():
+    labels = np.eye(3, dtype=np.uint8)[[0] * 30 + [1] * 12 + [2] * 5]
+    _pinned(sp.split(labels, sp.Plan(query_per_class=2, train_fraction=0.5), seed=5),
+            [[0, 10, 32, 36, 43, 44],
+             [3, 4, 5, 7, 9, 11, 12, 19, 20, 23, 24, 25, 26, 29, 33, 37, 39, 40, 41, 42, 45],
+             [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29,
+              30, 31, 33, 34, 35, 37, 38, 39, 40, 41, 42, 45, 46]])
+    _pinned(sp.split(labels, sp.Plan(query_per_class=1, train_per_class=3, excludes_train=True), seed=5),
+            [[10, 36, 44],
+             [0, 3, 19, 32, 40, 41, 42, 43, 45],
+             [1, 2, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+              33, 34, 35, 37, 38, 39, 46]])
+
+
+def _multi_labels():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((40, 4)) < [0.6, 0.3, 0.2, 0.1]).astype(np.uint8)
+    labels[labels.sum(1) == 0, 0] = 1
+    return labels
+
+
+def test_split_pinned_multilabel():
+    labels = _multi_labels()
+    assert np.packbits(labels.ravel()).tolist() == [120, 148, 140, 136, 136, 136, 132, 158, 172, 136, 136, 136, 140,
+                                                    137, 69, 140, 200, 136, 170, 133]  # the same input
+    assert labels.sum(0).tolist() == [34, 12, 5, 6] and (labels.sum(1) > 1).sum() == 15
+    fractions = sp.Plan(query_fraction=0.1, train_fraction=0.5)
+    counts = sp.Plan(query_per_class=1, train_per_class=2, excludes_train=True)
+    everything = set(range(40))
+    # (test, train) pinned; the database is what the protocol leaves: all but the queries (train ⊆ database),
+    # or with excludes_train all but the queries and the training images
+    for plan, seed, test, train in [
+            (fractions, 0, [0, 6, 9, 19], [2, 5, 8, 10, 14, 15, 18, 22, 23, 28, 29, 30, 31, 32, 34, 35, 36, 38]),
+            (fractions, 7, [0, 1, 26, 35], [2, 5, 6, 9, 10, 14, 15, 18, 19, 20, 24, 25, 28, 30, 31, 34, 36, 39]),
+            (counts, 0, [0, 19], [2, 15, 29, 36]),
+            (counts, 7, [0, 1], [14, 15, 36, 39])]:
+        database = sorted(everything - set(test) - (set(train) if plan.excludes_train else set()))
+        _pinned(sp.split(labels, plan, seed=seed), [test, train, database])
+
+
+def test_split_pinned_larger_multilabel():
+    labels = (np.random.default_rng(1).random((2000, 12)) < 0.15).astype(np.uint8)
+    labels[labels.sum(1) == 0, 3] = 1
+    h = hashlib.sha256()
+    for a in sp.split(labels, sp.Plan(query_fraction=0.1, train_fraction=0.5), seed=11):
+        h.update(np.asarray(a, np.int64).tobytes())
+    assert h.hexdigest() == "121b26dd32fd40886f7d9ee2207fa83a0b76d9bac825bbad796da3e85c86ee1b"
+
+
+def test_choose_unseen_pinned():
+    assert sp.choose_unseen("2", list("abcde"), seed=3) == [1, 3]
+    assert sp.choose_unseen("3", list("abcdefgh"), seed=0) == [3, 6, 7]
+
+
+def test_cli_lists_pinned(folders, tmp_path):
+    """The command line end to end: the files' bytes (sha256) for a folder tree and a multi-label CSV."""
+    ok(run("--images", folders, "--out", tmp_path / "f", "--seed", 3))
+    assert digests(tmp_path / "f") == {
+        "train.txt": "5a062d72cb55c8d3433428bfe87dd09fedc0e3d7890668717a99ea7409ec87a1",
+        "database.txt": "5284c666822a352851d51ae326cb12456042d839307b236a8dec9c7072608003",
+        "test.txt": "cc0dbd262621e60b3579674f5f0afe6f2719733c061106044b597b556345d2e1",
+        "classes.txt": "85e8708ce3a016a01b3b949effcd63cc723351a906acd6f236427d88a4afebb3"}
+    csv_file = make_csv(str(tmp_path / "data"), multi_rows())
+    ok(run("--csv", csv_file, "--out", tmp_path / "m", "--query-per-class", 1, "--train-per-class", 2, "--seed", 2))
+    assert digests(tmp_path / "m") == {
+        "train.txt": "6a1b579efd88c460ceae64d2f4bc9868dce1aa364429811d8d95cec078de4bee",
+        "database.txt": "e75629e825ec9a70c9f978ef6e2de8a44c84d861b4c4b5fb53118bec59610d72",
+        "test.txt": "d882a16eac1488706aecbb8dad184ed9f7cf0b6ceb09a02398efdd0a7366dcf4",
+        "classes.txt": "6883ada0490e1bd845b6032e95119d522212f98b840eef466ebb09f4a9eb7a03"}

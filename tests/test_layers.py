@@ -2,7 +2,7 @@
 
     0  utils.errors, utils.fileio, utils.safe_pickle,  leaves
        utils.rundir, utils.registry, utils.cache_file,
-       utils.stop_signal
+       utils.stop_signal, utils.weight_files, utils.cli
     1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
        utils.index                                     the living index of codes (SQLite, segments, Milvus)
     2  models                                          backbones, heads, losses, codebooks, checkpoints
@@ -26,7 +26,7 @@ from tests.helpers import ROOT
 
 LAYERS = {
     "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0, "utils.safe_pickle": 0,
-    "utils.cache_file": 0, "utils.stop_signal": 0,
+    "utils.cache_file": 0, "utils.stop_signal": 0, "utils.weight_files": 0, "utils.cli": 0,
     "utils.retrieval": 1, "utils.report": 1, "utils.data": 1, "utils.index": 1,
     "models": 2,
     "utils.train": 3, "utils.deploy": 3,
@@ -200,7 +200,8 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.retrieval.code_cache", "utils.index",
-                                    "utils.data.lists", "utils.data.transforms", "utils.safe_pickle"])
+                                    "utils.data.lists", "utils.data.transforms", "utils.safe_pickle",
+                                    "utils.weight_files", "utils.cli", "utils.data.split", "utils.data.sources"])
 def test_numpy_layers_do_not_load_paddle(module):
     code = (f"import sys, {module}; bad = [m for m in ('paddle', 'models', 'torch') if m in sys.modules]; "
             "print(','.join(bad)); sys.exit(1 if bad else 0)")

@@ -21,9 +21,10 @@ from models import build_backbone, build_model, load_backbone_weights
 from models.convnext import CNBlockConfig, ConvNeXt
 from models.stochastic_depth import StochasticDepth
 from models.swin import SwinTransformer, relative_position_index, shifted_window_mask
-from models.weights import WeightsFile, map_weights, read_weights
+from models.weights import map_weights
 from tests.helpers import ROOT, backbone_features, lite_flags, rel_err, run_cli
 from utils.errors import UserError
+from utils.weight_files import WeightsFile, read_weights
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "swin_convnext")
 # the configurations of make_fixtures.py (SWIN_TINY, CONVNEXT_TINY), built with our classes

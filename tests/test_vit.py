@@ -20,10 +20,10 @@ from PIL import Image
 from models import build_backbone, load_backbone_weights
 from models.backbones import backbone_preprocess
 from models.vit import VIT_BACKBONES, VisionTransformer, grid_resample_matrix, resample_pos_embed
-from models.weights import read_weights
 from tests.helpers import ROOT, backbone_features, rel_err
 from utils.data.transforms import Preprocess
 from utils.errors import UserError
+from utils.weight_files import read_weights
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "vit")
 CASES = json.load(open(os.path.join(FIX, "cases.json")))

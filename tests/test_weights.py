@@ -1,4 +1,4 @@
-"""ImageNet weight loading (models/weights.py, scripts/convert_weights.py).
+"""ImageNet weight loading (utils/weight_files.py reads, models/weights.py maps, scripts/convert_weights.py).
 
 Without torch: the restricted reader on small files written by real `torch.save` (both formats) and
 safetensors (tests/fixtures/weights, made by make_fixtures.py there), malicious pickles refused without
@@ -8,6 +8,8 @@ With torch and torchvision importable: our features equal torchvision's for seed
 """
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -15,10 +17,12 @@ import paddle
 import pytest
 
 from models import build_backbone, load_backbone_weights
-from models.weights import RestrictedUnpickler, WeightsFile, map_weights, read_weights
+from models.weights import map_weights
 from tests.helpers import ROOT, run_cli
 from tests.test_reliability import assert_one_line_error
 from utils.errors import UserError
+from utils.safe_pickle import RestrictedUnpickler
+from utils.weight_files import WeightsFile, read_weights
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "weights")
 
@@ -73,6 +77,28 @@ def test_reader_on_real_torch_save_files(name):
         np.testing.assert_array_equal(got.astype(expected[key].dtype), expected[key], err_msg=key)
     assert w.tensors["half"].dtype == np.float16 and w.tensors["mask"].dtype == np.bool_
     assert w.tensors["bf16"].dtype == np.float32  # numpy has no bfloat16: widened exactly
+
+
+def test_reader_never_imports_paddle():
+    """utils/weight_files.py reads all three formats in a fresh process without loading paddle (nor
+    models, nor torch): it is the torch-free and Paddle-free half of the weight loading."""
+    code = ("import sys, os, utils.weight_files as wf\n"
+            f"fix = {FIX!r}\n"
+            "for name in ('tiny_zip.pth', 'tiny_legacy.pth', 'tiny.safetensors'):\n"
+            "    assert wf.read_weights(os.path.join(fix, name)).tensors\n"
+            "bad = [m for m in ('paddle', 'models', 'torch') if m in sys.modules]\n"
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"reading weights loaded {proc.stdout.strip()} {proc.stderr[-500:]}"
+
+
+def test_models_weights_keeps_the_reader_names():
+    import models.weights as mw
+    import utils.weight_files as wf
+
+    assert mw.read_weights is wf.read_weights and mw.WeightsFile is wf.WeightsFile
+    assert mw.load_torch_object is wf.load_torch_object and mw.HOW_TO_GET == wf.HOW_TO_GET
+    assert mw.RestrictedUnpickler is RestrictedUnpickler
 
 
 def test_fixtures_are_small():

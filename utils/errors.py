@@ -32,3 +32,10 @@ def cli_entry(main):
             sys.exit(130)
 
     return wrapper
+
+
+def one_line(exc, limit=150):
+    """An exception's (or any object's) text on one line — messages must stay one line — cut to `limit`
+    characters with "..." at the end when longer."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -21,6 +21,8 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+from utils.errors import one_line
+
 # the still-image formats Pillow reads out of the box, by extension (any case)
 IMAGE_EXTENSIONS = (".bmp", ".dib", ".gif", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm",
                     ".ppm", ".tif", ".tiff", ".webp")
@@ -32,15 +34,10 @@ class ImageError(Exception):
     """An image that cannot be opened or decoded; the text says why, on one line, without the path."""
 
 
-def _one_line(text, limit=120):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _reason(exc):
     if isinstance(exc, UnidentifiedImageError):  # Pillow's text repeats the path (or a BytesIO repr)
         return "not a readable image (UnidentifiedImageError: not an image file Pillow recognises)"
-    return f"not a readable image ({type(exc).__name__}: {_one_line(exc)})"
+    return f"not a readable image ({type(exc).__name__}: {one_line(exc, 120)})"
 
 
 def is_image_file(name):

@@ -12,6 +12,7 @@ import os
 from models.backbones import BACKBONES, backbone_preprocess
 from models.methods import METHODS, method_options
 from models.methods.base import PROJECT
+from utils.cli import add_flag as _flag
 from utils.data.datasets import PRESETS
 from utils.data.transforms import EVAL_CROPS, RESIZE_MODES, TRAIN_AUGMENTS
 from utils.errors import UserError
@@ -24,15 +25,6 @@ ARCH_KEYS = ("method", "bit", "backbone", "num_labels", "codebook", "head")
 # Keys about this run only, never taken from a checkpoint.
 RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "skip_bad_images",
             "allow_absolute_paths", "allow_partial_weights", "recipe", "print_recipe", "visualdl")
-
-
-def _flag(parser, *names, **kw):
-    """Add an option under its dashed name and its paddle_hashnet underscore spelling."""
-    spellings = list(names)
-    for n in names:
-        if n.startswith("--") and "-" in n[2:]:
-            spellings.append("--" + n[2:].replace("-", "_"))
-    parser.add_argument(*dict.fromkeys(spellings), **kw)
 
 
 def build_parser(description):
