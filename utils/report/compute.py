@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from utils import retrieval
-from utils.report import diagnostics
+import utils.report.diagnostics as diagnostics  # not `from utils.report import`: that is the facade
 from utils.report.evaluation import (bytes_per_item, open_set_metrics, query_cost, radius_r_metrics,
                                      report_ks)
 

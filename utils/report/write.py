@@ -6,7 +6,7 @@ import os
 import time
 
 from utils.fileio import write_json, write_text
-from utils.report import diagnostics
+import utils.report.diagnostics as diagnostics  # not `from utils.report import`: that is the facade
 from utils.report.compute import compute_report
 from utils.report.curves import _write_pictures
 from utils.report.jsonable import _clean
