@@ -6,6 +6,7 @@ from utils.retrieval.kernels_numba import HAVE_NUMBA
 
 
 def _backend(backend, allowed):
+    """Check a backend name against `allowed` → the engine to run ("auto" → `_exact_backend()`)."""
     if backend not in allowed:
         raise ValueError(f"backend must be one of {', '.join(allowed)}; got {backend!r}")
     if backend == "auto":
