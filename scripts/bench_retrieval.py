@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils import retrieval  # noqa: E402
+from utils.retrieval.kernels_numba import numba  # noqa: E402 - None without numba
 
 try:
     import faiss
@@ -165,7 +166,7 @@ def bench_map(args, queries, db, q_labels, db_labels):
     topk = None if args.topk == -1 else args.topk
     k_label = "all" if topk is None else str(min(topk, args.n_db))
     backend = "numba" if retrieval.HAVE_NUMBA else "numpy"
-    threads = retrieval.core.numba.get_num_threads() if retrieval.HAVE_NUMBA else 1
+    threads = numba.get_num_threads() if retrieval.HAVE_NUMBA else 1
     size = f"{args.n_query} q × {args.n_db} db"
 
     n_ref = min(args.ref_queries, args.n_query)

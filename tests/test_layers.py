@@ -5,6 +5,7 @@
        utils.stop_signal, utils.weight_files, utils.cli
     1  utils.retrieval, utils.report, utils.data       numpy / PIL libraries (data: also Paddle datasets)
        utils.index                                     the living index of codes (SQLite, segments, Milvus)
+       utils.code_cache                                the cached database codes of a run (uses binarize)
     2  models                                          backbones, heads, losses, codebooks, checkpoints
     3  utils.train, utils.deploy                       training engine; export, runtimes, search
     4  entry points: *.py at the top, scripts/, deploy/, test_tipc/
@@ -27,7 +28,7 @@ from tests.helpers import ROOT
 LAYERS = {
     "utils.errors": 0, "utils.fileio": 0, "utils.rundir": 0, "utils.registry": 0, "utils.safe_pickle": 0,
     "utils.cache_file": 0, "utils.stop_signal": 0, "utils.weight_files": 0, "utils.cli": 0,
-    "utils.retrieval": 1, "utils.report": 1, "utils.data": 1, "utils.index": 1,
+    "utils.retrieval": 1, "utils.report": 1, "utils.data": 1, "utils.index": 1, "utils.code_cache": 1,
     "models": 2,
     "utils.train": 3, "utils.deploy": 3,
 }
@@ -199,7 +200,7 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
         test_no_import_goes_up_a_layer()
 
 
-@pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.retrieval.code_cache", "utils.index",
+@pytest.mark.parametrize("module", ["utils.retrieval", "utils.report", "utils.code_cache", "utils.index",
                                     "utils.data.lists", "utils.data.transforms", "utils.safe_pickle",
                                     "utils.weight_files", "utils.cli", "utils.data.split", "utils.data.sources"])
 def test_numpy_layers_do_not_load_paddle(module):

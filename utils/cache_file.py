@@ -1,6 +1,6 @@
 """Fingerprinted array files: `<name>.npy` and a sidecar `<name>.json` holding a fingerprint of what
 produced the array and the array file's sha256. Shared by the database code cache
-(utils/retrieval/code_cache.py) and the training feature cache (utils/train/feature_cache.py).
+(utils/code_cache.py) and the training feature cache (utils/train/feature_cache.py).
 
     save_array(npy, sidecar, array, fingerprint, indices=[...])     # array first, then the sidecar; atomic
     array, meta, why = load_array(npy, sidecar, fingerprint)         # (None, None, reason) when unusable

@@ -29,7 +29,7 @@ from utils.errors import UserError
 from utils.stop_signal import StopSignal
 from utils.index import Index, StaleSnapshot
 from utils.retrieval import binarize, pack_codes
-from utils.retrieval.code_cache import file_sha256
+from utils.cache_file import file_sha256
 
 
 

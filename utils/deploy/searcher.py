@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.retrieval import binarize
-from utils.retrieval.code_cache import cache_paths, load_codes, make_fingerprint, save_codes
+from utils.code_cache import cache_paths, load_codes, make_fingerprint, save_codes
 from utils.errors import UserError
 from utils.data.lists import read_list
 from utils.rundir import RunDir

@@ -36,11 +36,23 @@ of distances gives every item's exact rank without sorting, relevance is compute
 and keep O(n_db) memory per thread, never an n_query × n_db matrix. `hamming_topk` with small k scans
 the database once per 8 queries. The numba kernels compile on first use (tens of seconds once per
 machine; then loaded from the on-disk cache); importing this module compiles nothing.
-"""
-from utils.retrieval.core import *  # noqa: F401,F403 - the public names (core.__all__)
-from utils.retrieval.core import HAVE_NUMBA, __all__ as _core_all  # noqa: F401
-from utils.retrieval.metrics import (RankStats, map_at_r, precision_recall_at_radius, query_groups,  # noqa: F401
-                                     r_precision, rank_stats, subset_mean)
-from utils.retrieval.metrics import __all__ as _metrics_all
 
-__all__ = list(_core_all) + list(_metrics_all)  # metrics: radius, R-based and open-set metrics from one pass
+Modules (this facade re-exports them; they never import it): codes, kernels_numpy, kernels_numba,
+faiss_bridge, backends (which engine runs), search (top-k), ranking_metrics (mAP, P/R@k, PR by radius),
+metrics (radius and R-based, one pass), radius (every item within a radius).
+"""
+from utils.retrieval.codes import as_packed, binarize, code_words, codes_to_hex, hex_to_codes, pack_codes, unpack_codes
+from utils.retrieval.kernels_numba import HAVE_NUMBA
+from utils.retrieval.kernels_numpy import popcount
+from utils.retrieval.metrics import (RankStats, map_at_r, precision_recall_at_radius, query_groups, r_precision,
+                                     rank_stats, subset_mean)
+from utils.retrieval.ranking_metrics import (PRCurve, mean_average_precision, pr_curve_hamming_radius,
+                                             precision_recall_at_k)
+from utils.retrieval.search import HammingIndex, hamming_distance, hamming_topk
+
+__all__ = [
+    "HAVE_NUMBA", "binarize", "pack_codes", "code_words", "popcount", "unpack_codes", "as_packed", "codes_to_hex",
+    "hex_to_codes", "hamming_distance", "hamming_topk", "mean_average_precision", "precision_recall_at_k",
+    "pr_curve_hamming_radius", "PRCurve", "HammingIndex",
+    "RankStats", "rank_stats", "precision_recall_at_radius", "map_at_r", "r_precision", "query_groups", "subset_mean",
+]

@@ -42,10 +42,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-import utils.retrieval.core as _r
+from utils.retrieval.backends import _backend
+from utils.retrieval.codes import _resolve_k
+from utils.retrieval.kernels_numba import HAVE_NUMBA, _dist_proto, _query_block
+from utils.retrieval.kernels_numpy import _np_blocks, _np_dist, _np_relevant, _np_threshold
+from utils.retrieval.ranking_metrics import PRCurve, _metric_inputs
 
-if _r.HAVE_NUMBA:  # the kernels below call these jitted helpers by their own names
-    from utils.retrieval.core import _nb_distances, _nb_threshold, _pjit, _prange
+if HAVE_NUMBA:  # the kernels below call these jitted helpers by their own names
+    from utils.retrieval.kernels_numba import _nb_distances, _nb_threshold, _pjit, _prange
 
 __all__ = ["RankStats", "rank_stats", "precision_recall_at_radius", "map_at_r", "r_precision", "query_groups",
            "subset_mean"]
@@ -135,7 +139,7 @@ class RankStats(NamedTuple):
         has = self._has_relevant()
         recall = (rel_retrieved[has] / self.n_relevant[has, None]).mean(axis=0) if has.any() else \
             np.full(self.hist.shape[1], np.nan)
-        curve = _r.PRCurve(np.arange(self.hist.shape[1]), precision, recall, n_queries)
+        curve = PRCurve(np.arange(self.hist.shape[1]), precision, recall, n_queries)
         return curve, prec_q.mean(axis=0)
 
 
@@ -145,10 +149,10 @@ def rank_stats(query_codes, db_codes, query_labels, db_labels, ks=(), bits=None,
     ks: cut-offs for rel_at_k (None / -1 / > n_db: the whole database). backend "auto", "numba" or
     "numpy" (identical values). Codes and labels as in `utils.retrieval.mean_average_precision`.
     """
-    qw, dw, ql, dl, bits = _r._metric_inputs(query_codes, db_codes, query_labels, db_labels, bits)
+    qw, dw, ql, dl, bits = _metric_inputs(query_codes, db_codes, query_labels, db_labels, bits)
     ndb = dw.shape[0]
-    ks = np.array([_r._resolve_k(k, ndb, "k") for k in ks], np.int64)
-    backend = _r._backend(backend, ("auto", "numba", "numpy"))
+    ks = np.array([_resolve_k(k, ndb, "k") for k in ks], np.int64)
+    backend = _backend(backend, ("auto", "numba", "numpy"))
     nq = qw.shape[0]
     hist = np.zeros((nq, bits + 1), np.int64)
     relhist = np.zeros((nq, bits + 1), np.int64)
@@ -160,7 +164,7 @@ def rank_stats(query_codes, db_codes, query_labels, db_labels, ks=(), bits=None,
         q_off, q_cls = _csr(query_labels)
         c_off, c_items = _csr(np.asarray(db_labels).T)
         _nb_rank_stats_r(qw, dw, q_off, q_cls, c_off, c_items, ks, kmax_ks, 1.0 / np.arange(1, ndb + 1), bits,
-                         _r._query_block(nq), _r._dist_proto(bits), hist, relhist, relk, ap_r, rel_r)
+                         _query_block(nq), _dist_proto(bits), hist, relhist, relk, ap_r, rel_r)
     else:
         _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r)
     return RankStats(ks, hist, relhist, relk, ap_r, rel_r)
@@ -214,21 +218,21 @@ def _csr(labels):
 
 
 def _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r):
-    for s, e in _r._np_blocks(qw.shape[0], dw.shape[0], max(dw.shape[1], dl.shape[1])):
-        dist = _r._np_dist(qw[s:e], dw)
+    for s, e in _np_blocks(qw.shape[0], dw.shape[0], max(dw.shape[1], dl.shape[1])):
+        dist = _np_dist(qw[s:e], dw)
         for row, d in enumerate(dist):
             q = s + row
-            rel = _r._np_relevant(ql[q], dl)
+            rel = _np_relevant(ql[q], dl)
             hist[q] = np.bincount(d, minlength=bits + 1)
             relhist[q] = np.bincount(d, weights=rel, minlength=bits + 1)
             for i, k in enumerate(ks):
-                t, before = _r._np_threshold(hist[q], k)
+                t, before = _np_threshold(hist[q], k)
                 tied = np.flatnonzero(d == t)[:k - before]
                 relk[q, i] = relhist[q, :t].sum() + rel[tied].sum()
             n_rel = int(relhist[q].sum())
             if n_rel == 0:
                 continue
-            t, _ = _r._np_threshold(hist[q], n_rel)
+            t, _ = _np_threshold(hist[q], n_rel)
             sel = np.flatnonzero(d <= t)
             ranked = rel[sel[np.argsort(d[sel], kind="stable")[:n_rel]]]
             hits = np.cumsum(ranked)
@@ -236,7 +240,7 @@ def _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r)
             rel_r[q] = int(hits[-1])
 
 
-if _r.HAVE_NUMBA:
+if HAVE_NUMBA:
     @_pjit
     def _nb_rank_stats_r(qw, dw, q_off, q_cls, c_off, c_items, ks, kmax_ks, inv, bits, block, dist_proto, hist,
                          relhist, relk, ap_r, rel_r):

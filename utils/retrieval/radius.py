@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from utils.retrieval.core import HAVE_NUMBA, _words, as_packed, numba
+from utils.retrieval.codes import _words, as_packed
+from utils.retrieval.kernels_numba import HAVE_NUMBA, numba
 
 MIH_MAX_FRACTION = 0.1  # candidates (as a fraction of the database) above which a query is scanned
 _SCAN_BLOCK = 1 << 16  # database rows per numpy step of the scan (bounded memory)
@@ -63,7 +64,7 @@ def _np_distances(q, dw):
 
 
 if HAVE_NUMBA:
-    from utils.retrieval.core import _popcount
+    from utils.retrieval.kernels_numba import _popcount
 
     @numba.njit(cache=True, nogil=True)
     def _nb_radius_count(q, dw, radius, counts):

@@ -23,7 +23,8 @@ from models import METHODS, build_model, load_backbone_weights
 from utils import retrieval
 from models.checkpoint import (TrainState, load_checkpoint, nonfinite_tensors, restore_rng, save_checkpoint,
                                weights_fingerprint)
-from utils.retrieval.code_cache import file_sha256, make_fingerprint, save_codes
+from utils.cache_file import file_sha256
+from utils.code_cache import make_fingerprint, save_codes
 from utils.train import feature_cache
 from utils.train.amp import Amp
 from utils.train.config import ARCH_KEYS, format_recipe, resolve

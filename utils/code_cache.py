@@ -3,12 +3,16 @@ with a sidecar `database_code_<bit>.json` holding a fingerprint of what produced
 the database list (content hash), the image root and the preprocessing. A cache is used only when
 the sidecar matches the current fingerprint and the array is whole; otherwise the caller rebuilds
 it and is told why. No Paddle import here.
+
+File-level code beside `utils.rundir.RunDir` (which names the file) and `utils.cache_file` (the
+fingerprinted-array format); it sits in layer 1, above utils.retrieval, only for `binarize`, the one sign
+rule of the project (utils.retrieval itself stays arrays in, arrays out).
 """
 import os
 
 import numpy as np
 
-from utils.cache_file import file_sha256, load_array, save_array  # noqa: F401 - file_sha256 re-exported
+from utils.cache_file import file_sha256, load_array, save_array
 from utils.retrieval import binarize
 from utils.rundir import RunDir
 
