@@ -162,7 +162,7 @@ def small_server(trained, server, request):
 def test_health_and_cache_built_at_start(server, trained):
     h = server.health
     assert h["status"] == "ok" and h["bits"] == 16 and h["database_size"] == len(trained["database"])
-    assert h["model"] == str(trained["out"] / "inf") and h["backend"] == "paddle"
+    assert h["model"] == str(trained["out"] / "inf") and h["runtime"] == "paddle"
     log = server.output()
     assert "Encoding the database (48 images)" in log and "Save code of database" in log
 
@@ -176,12 +176,12 @@ def test_database_image_comes_back_at_distance_zero(server, trained):
     results = out["results"]
     assert [r["rank"] for r in results] == list(range(1, n + 1))
     assert results[0]["distance"] == 0
-    assert i in [r["index"] for r in results if r["distance"] == 0]
-    keys = [(r["distance"], r["index"]) for r in results]
-    assert keys == sorted(keys) and sorted(r["index"] for r in results) == list(range(n))
+    assert i in [r["id"] for r in results if r["distance"] == 0]
+    keys = [(r["distance"], r["id"]) for r in results]
+    assert keys == sorted(keys) and sorted(r["id"] for r in results) == list(range(n))
     for r in results:
-        assert set(r) == {"rank", "distance", "index", "path", "labels"}
-        assert (r["path"], r["labels"]) == tuple(trained["database"][r["index"]])
+        assert set(r) == {"rank", "distance", "id", "path", "labels"}  # no `index` any more (README)
+        assert (r["path"], r["labels"]) == tuple(trained["database"][r["id"]])
 
 
 def test_k_default_query_parameter_and_bounds(server, trained):
@@ -215,7 +215,7 @@ def test_too_many_pixels_and_decompression_bomb_are_400(server):
 
 
 def test_oversized_upload_is_413_and_small_one_passes(small_server, trained):
-    assert small_server.health["backend"] == "dygraph"
+    assert small_server.health["runtime"] == "dygraph"
     assert "Load code of database" in small_server.output()  # the cache written by the exported model
     big = os.urandom(50_000)  # > 0.01 MB
     status, out = search(small_server, big, filename="big.jpg")
@@ -223,7 +223,16 @@ def test_oversized_upload_is_413_and_small_one_passes(small_server, trained):
     img = db_bytes(trained, 7)
     assert len(img) < 0.01 * 1024 * 1024 - 1000
     status, out = search(small_server, img, k=48)
-    assert status == 200 and 7 in [r["index"] for r in out["results"] if r["distance"] == 0]
+    assert status == 200 and 7 in [r["id"] for r in out["results"] if r["distance"] == 0]
+    # a body far over the limit (more than 1 MB beyond it) is refused by the server from its headers alone,
+    # before the app sees it or the body is sent
+    with socket.create_connection(("127.0.0.1", small_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 50000000\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"application/json" not in answer.split(b"\r\n\r\n")[0]  # the server's answer, not the app's
+    assert small_server.proc.poll() is None
 
 
 def test_image_endpoint(server, trained):

@@ -142,6 +142,45 @@ class Catalogue:
                     out[i] = (path, json.loads(labels) if labels is not None else None, bool(removed))
         return out
 
+    def alive_keys(self, limit):
+        """The stored paths of the first `limit` alive items (by id)."""
+        with self.reading() as db:
+            return [r[0] for r in db.execute("SELECT path FROM items WHERE removed = 0 ORDER BY id LIMIT ?",
+                                             (limit,))]
+
+    def any_alive_relative(self):
+        """True when an alive item is stored relative to the image root (not absolute, not under @index/)."""
+        with self.reading() as db:
+            return db.execute("SELECT 1 FROM items WHERE removed = 0 AND path NOT LIKE '/%' AND "
+                              "path NOT LIKE '@index/%' LIMIT 1").fetchone() is not None
+
+    @staticmethod
+    def insert_items(db, rows):
+        """Inside a transaction: new items, rows of (id, stored path, labels list or None, sha256)."""
+        db.executemany("INSERT INTO items(id, path, labels, sha256) VALUES (?, ?, ?, ?)",
+                       [(int(i), p, None if lab is None else json.dumps([int(x) for x in lab]), h)
+                        for i, p, lab, h in rows])
+
+    @staticmethod
+    def tombstone(db, ids):
+        """Inside a transaction: mark items removed → the ids this call removed (not those removed before)."""
+        return [int(i) for i in ids
+                if db.execute("UPDATE items SET removed = 1 WHERE id = ? AND removed = 0", (int(i),)).rowcount]
+
+    @staticmethod
+    def all_items(db):
+        """Inside a transaction: (id, stored path, removed) of every item, by id."""
+        return db.execute("SELECT id, path, removed FROM items ORDER BY id").fetchall()
+
+    @staticmethod
+    def respell(db, updates, duplicates):
+        """Inside a transaction: new stored paths (rows of (path, id)) and tombstones for `duplicates` (ids),
+        the unique index on alive paths rebuilt around the change."""
+        db.executemany("UPDATE items SET removed = 1 WHERE id = ?", [(int(i),) for i in duplicates])
+        db.execute("DROP INDEX IF EXISTS items_alive_path")
+        db.executemany("UPDATE items SET path = ? WHERE id = ?", updates)
+        db.execute("CREATE UNIQUE INDEX items_alive_path ON items(path) WHERE removed = 0")
+
     def removed_ids(self, db=None):
         if db is not None:
             return [r[0] for r in db.execute("SELECT id FROM items WHERE removed = 1")]

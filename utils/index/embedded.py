@@ -24,7 +24,7 @@ import numpy as np
 from utils.errors import UserError
 from utils.fileio import atomic_path
 from utils.index.catalogue import Catalogue
-from utils.index.store import BACKENDS, Backend, EmptyIndex, crash_point
+from utils.index.store import Backend, EmptyIndex, Store, crash_point, register_backend
 
 MAGIC = b"HIDXSEG1"
 HEADER = struct.Struct("<8sIQ")
@@ -83,7 +83,7 @@ SMALL_SEGMENT = 65536  # segments with fewer items are merged as they pile up (I
 STALE_SECONDS = 3600  # an unlisted temporary file older than this is a crash's leftover
 
 
-class EmbeddedStore:
+class EmbeddedStore(Store):
     def __init__(self, d, meta, catalogue, bit):
         self.dir, self.catalogue, self.bit = d, catalogue, bit
         self.nbytes = (bit + 7) // 8
@@ -350,5 +350,5 @@ class _Retry(Exception):
     pass
 
 
-BACKENDS.add(Backend("embedded", "segment files + SQLite catalogue, searched by utils.retrieval",
-                     EmbeddedStore))
+register_backend(Backend("embedded", "segment files + SQLite catalogue, searched by utils.retrieval",
+                         EmbeddedStore))
