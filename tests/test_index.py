@@ -728,8 +728,9 @@ def test_a_backend_registered_through_the_contract_is_created_and_opened_like_th
 
 
 def test_the_facade_names_no_backend_and_the_catalogue_stays_inside_utils_index():
-    """Index.create / Index open every backend the same way (no `milvus` in the facade or the layout), and
-    `.catalogue` of an index is used only inside utils/index (callers use Index's methods)."""
+    """Index.create / Index open every backend the same way (no `milvus` in the facade or the layout), SQL
+    is in catalogue.py only, and `.catalogue` of an index is used only inside utils/index (callers use
+    Index's methods)."""
     import ast
 
     for name in ("__init__.py", "layout.py", "writes.py"):
@@ -739,6 +740,10 @@ def test_the_facade_names_no_backend_and_the_catalogue_stays_inside_utils_index(
                    or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "resolve_uri")
                    or (isinstance(n, ast.Attribute) and n.attr == "MilvusStore")]
         assert not special, special
+    for name in os.listdir(os.path.join(ROOT, "utils", "index")):  # SQL is spelled in the catalogue only
+        if name.endswith(".py") and name != "catalogue.py":
+            text = open(os.path.join(ROOT, "utils", "index", name), encoding="utf-8").read()
+            assert ".execute(" not in text and ".executemany(" not in text, name
     offenders = []
     skip = {".git", ".venv", "tests", "output", "datasets", "__pycache__", "node_modules"}
     for base, dirs, files in os.walk(ROOT):

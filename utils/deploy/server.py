@@ -27,6 +27,7 @@ from utils.stop_signal import StopSignal
 
 
 BACKLOG = 128  # connections the kernel queues before the server accepts them
+STOP_GRACE = 1.0  # seconds past the drain for cut requests to end
 
 
 def check_port(host, port):
@@ -93,10 +94,14 @@ def serve(app, host, port, threads, max_body, stop=None, drain_seconds=30.0, nam
             raise RuntimeError("the HTTP server stopped by itself")
         time.sleep(0.1)
     # the first signal: stop accepting, drain (Server.stop waits for the workers up to drain_seconds, then
-    # cuts them). In another thread, so that a second signal (KeyboardInterrupt here) aborts at once.
+    # cuts their connections, and waits for the app calls to return). In another thread, so that a second
+    # signal (KeyboardInterrupt here) aborts at once, and so that an app call that does not return holds
+    # the stop up by at most STOP_GRACE seconds (its worker is a daemon thread; the process exits).
     stopper = threading.Thread(target=server.stop, name="http-stop", daemon=True)
     stopper.start()
-    stopper.join(drain_seconds + 5.0)
+    stopper.join(drain_seconds + STOP_GRACE)
+    if stopper.is_alive():
+        print(f"----- requests still running after {drain_seconds:g} s were cut", flush=True)
     return stop.signal_name
 
 

@@ -181,6 +181,61 @@ class Catalogue:
         db.executemany("UPDATE items SET path = ? WHERE id = ?", updates)
         db.execute("CREATE UNIQUE INDEX items_alive_path ON items(path) WHERE removed = 0")
 
+    @staticmethod
+    def alive_items(db):
+        """(id, stored path) of the alive items, by id."""
+        return db.execute("SELECT id, path FROM items WHERE removed = 0 ORDER BY id").fetchall()
+
+    @staticmethod
+    def count_alive(db):
+        return int(db.execute("SELECT count(*) FROM items WHERE removed = 0").fetchone()[0])
+
+    @staticmethod
+    def purge_removed(db, ids=None):
+        """Inside a transaction: delete the rows of tombstoned items (all, or those of `ids`)."""
+        if ids is None:
+            db.execute("DELETE FROM items WHERE removed = 1")
+        else:
+            db.executemany("DELETE FROM items WHERE id = ? AND removed = 1", [(int(i),) for i in ids])
+
+    # ------------------------------------------------------------------ segments (the embedded backend's files)
+    @staticmethod
+    def segments(db, below=None):
+        """(file, count, bytes, crc32) of the listed segment files, by name (those of fewer than `below` items)."""
+        if below is None:
+            return db.execute("SELECT file, count, bytes, crc32 FROM segments ORDER BY file").fetchall()
+        return db.execute("SELECT file, count, bytes, crc32 FROM segments WHERE count < ? ORDER BY file",
+                          (below,)).fetchall()
+
+    @staticmethod
+    def segment_names(db):
+        return {r[0] for r in db.execute("SELECT file FROM segments")}
+
+    @staticmethod
+    def last_segment(db, prefix):
+        """The row of the last listed segment whose file name starts with `prefix`, or None."""
+        return db.execute("SELECT file, count, bytes, crc32 FROM segments WHERE file LIKE ? ORDER BY file DESC "
+                          "LIMIT 1", (prefix + "%",)).fetchone()
+
+    @staticmethod
+    def list_segments(db, rows):
+        """Inside a transaction: list new segment files, rows of (file, count, bytes, crc32)."""
+        db.executemany("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", rows)
+
+    @staticmethod
+    def unlist_segments(db, names=None):
+        """Inside a transaction: unlist the segment files `names` (None: all of them)."""
+        if names is None:
+            db.execute("DELETE FROM segments")
+        else:
+            db.executemany("DELETE FROM segments WHERE file = ?", [(n,) for n in names])
+
+    @staticmethod
+    def segment_totals(db):
+        """(segment files, codes in them)."""
+        n_seg, n_codes = db.execute("SELECT count(*), coalesce(sum(count), 0) FROM segments").fetchone()
+        return int(n_seg), int(n_codes)
+
     def removed_ids(self, db=None):
         if db is not None:
             return [r[0] for r in db.execute("SELECT id FROM items WHERE removed = 1")]

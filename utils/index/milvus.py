@@ -217,7 +217,7 @@ class MilvusStore(Store):
             self._follow(db)
             next_id = int(Catalogue.read(db, "next_id", 0))
             removed = set(self.catalogue.removed_ids(db))
-            alive = db.execute("SELECT count(*) FROM items WHERE removed = 0").fetchone()[0]
+            alive = Catalogue.count_alive(db)
             generation = int(Catalogue.read(db, "generation", 0))
         snap = MilvusSnapshot(self, next_id, removed, int(alive))
         snap.generation = generation
@@ -231,7 +231,7 @@ class MilvusStore(Store):
                 self.client.compact(self.name)
             except Exception:  # noqa: BLE001 - Milvus Lite has no compaction; the rows are deleted anyway
                 pass
-            db.execute("DELETE FROM items WHERE removed = 1")
+            Catalogue.purge_removed(db)
         return self.catalogue.count()[0], len(removed)
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
@@ -241,7 +241,7 @@ class MilvusStore(Store):
             self.client.drop_collection(new)
         self._create(new)
         with self.catalogue.transaction() as db:  # the write lock: no add or remove meanwhile
-            rows = db.execute("SELECT id, path FROM items WHERE removed = 0 ORDER BY id").fetchall()
+            rows = Catalogue.alive_items(db)
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
                 ids = np.asarray([r[0] for r in part], np.int64)
