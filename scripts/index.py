@@ -11,7 +11,9 @@
     python scripts/index.py search  --index IDX --img FILE --radius 2 [--max-results 1000] [--verbose]
 
 M is a checkpoint (best.pdparams), a training output folder, or an exported model directory
-(export_model.py; --runtime paddle|onnx). The index records its backend (and URI) and its model, so the
+(export_model.py; --runtime paddle|onnx|onnx-int8, the runtimes of utils/deploy/runtimes.py). Words:
+--backend is where the index stores its codes (embedded segment files or Milvus), --runtime what runs the
+model, --engine the search kernel of the embedded backend. The index records its backend (and URI) and its model, so the
 later commands need only --index. Paths are stored relative to the index's image root (the --data-path
 or --images of the build): --paths takes any spelling of the same file (as the list writes it, relative
 to the current directory, absolute, through a symlink). When the images moved, `relocate --root NEW`
@@ -30,6 +32,8 @@ from utils.errors import UserError, cli_entry  # noqa: E402
 
 
 def parse_args(argv=None):
+    from utils.deploy.indexing import ENGINES
+    from utils.deploy.searcher import add_runtime_arg
     from utils.index import BACKENDS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,13 +51,14 @@ def parse_args(argv=None):
         q.add_argument("--model", required=required,
                        help="checkpoint, training output folder or exported model directory" +
                        ("" if required else " (default: the index's own)"))
-        q.add_argument("--runtime", choices=("paddle", "onnx"), default=None,
-                       help="runtime of an exported --model (default paddle)")
+        add_runtime_arg(q, "runtime", "runtime of an exported --model (default paddle, or the index's)", None,
+                        old_spellings=())  # here --backend is the index's storage
         q.add_argument("--use-gpu", action="store_true")
 
     q = sub.add_parser("build", help="encode a list or a folder into a new index (resumes an interrupted build)")
     q.add_argument("--out", required=True, help="index directory to create")
-    q.add_argument("--backend", choices=tuple(BACKENDS), default="embedded", help="default %(default)s")
+    q.add_argument("--backend", choices=tuple(BACKENDS), default="embedded",
+                   help="where the index stores its codes (default %(default)s)")
     q.add_argument("--uri", help="Milvus: a server (http://host:19530) or a Milvus Lite file "
                                  "(default: milvus.db in the index directory)")
     model(q, required=True)
@@ -94,7 +99,7 @@ def parse_args(argv=None):
     q.add_argument("--max-results", "--max_results", dest="max_results", type=int, default=1000,
                    help="with --radius: at most this many results (default %(default)s); a note says when it cut")
     q.add_argument("--verbose", action="store_true", help="with --radius: say which algorithm answered")
-    q.add_argument("--engine", choices=("auto", "numba", "numpy", "faiss"), default=None,
+    q.add_argument("--engine", choices=ENGINES, default=None,
                    help="embedded backend: exact engine of utils.retrieval (default auto)")
     q.add_argument("--json", action="store_true")
     model(q)
@@ -130,8 +135,8 @@ def build(args):
     _, source = scan_sources(args.list, args.data_path, args.images)  # check the flags before loading a model
     if is_index(args.out):
         index = Index(args.out, "--out")
-        if index.catalogue.get("source") != source:
-            raise UserError(f"--out {args.out} holds an index built from {index.catalogue.get('source')}; "
+        if index.source != source:
+            raise UserError(f"--out {args.out} holds an index built from {index.source}; "
                             f"to add these images use: scripts/index.py add --index {args.out} ...")
         if index.backend != args.backend:
             raise UserError(f"--out {args.out} is a {index.backend} index; --backend {args.backend} differs")
@@ -157,7 +162,7 @@ def add(args):
     if args.data_path and index.root_missing():  # the images moved: --data-path is the root now
         index.close()
         index = Index(args.index, data_path=args.data_path)
-        print(f"----- the index's image root {index.catalogue.get('root')} is gone: using --data-path "
+        print(f"----- the index's image root {index.recorded_root} is gone: using --data-path "
               f"{args.data_path} (scripts/index.py relocate records it)", flush=True)
     try:
         model, record = index_model(index, args.model, args.runtime, args.use_gpu, rebuild=args.rebuild)
@@ -258,12 +263,12 @@ def search(args):
     if found is not None:
         return print_radius(args, hits, found)
     if args.json:
-        print(json.dumps({"results": [{"id": h.index, "path": h.stored, "file": h.path, "distance": h.distance}
+        print(json.dumps({"results": [{"id": h.id, "path": h.stored, "file": h.path, "distance": h.distance}
                                       for h in hits]}))
     else:
         print(f"{'rank':>4}  {'id':>8}  {'hamming':>7}  path")
         for h in hits:
-            print(f"{h.rank:>4}  {h.index:>8}  {h.distance:>7}  {h.stored}")
+            print(f"{h.rank:>4}  {h.id:>8}  {h.distance:>7}  {h.stored}")
     return 0
 
 
@@ -274,14 +279,14 @@ def print_radius(args, hits, found):
     if args.json:
         print(json.dumps({"radius": args.radius, "total": found.total, "capped": bool(found.capped),
                           "algorithm": found.algorithm,
-                          "results": [{"id": h.index, "path": h.stored, "file": h.path, "distance": h.distance}
+                          "results": [{"id": h.id, "path": h.stored, "file": h.path, "distance": h.distance}
                                       for h in hits]}))
     else:
         print(f"{len(hits)} items within Hamming distance {args.radius}" +
               (f" (algorithm: {found.algorithm})" if args.verbose else ""))
         print(f"{'rank':>4}  {'id':>8}  {'hamming':>7}  path")
         for h in hits:
-            print(f"{h.rank:>4}  {h.index:>8}  {h.distance:>7}  {h.stored}")
+            print(f"{h.rank:>4}  {h.id:>8}  {h.distance:>7}  {h.stored}")
     if note:
         print(note, file=sys.stderr)
     return 0

@@ -271,9 +271,10 @@ def test_hit_fields():
 
     from utils.deploy.searcher import Hit
 
-    assert [f.name for f in dataclasses.fields(Hit)] == ["rank", "distance", "index", "path", "labels", "stored"]
+    assert [f.name for f in dataclasses.fields(Hit)] == ["rank", "distance", "id", "path", "labels", "stored"]
     hit = Hit(1, 0, 7, "root/a.jpg", [2])
-    assert (hit.rank, hit.distance, hit.index, hit.path, hit.labels, hit.stored) == (1, 0, 7, "root/a.jpg", [2], None)
+    assert (hit.rank, hit.distance, hit.id, hit.path, hit.labels, hit.stored) == (1, 0, 7, "root/a.jpg", [2], None)
+    assert hit.index == 7  # the old name, until predict.py moves to `id`
 
 
 def test_predict_empty_database_is_one_line_error(trained, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 from tests.helpers import ROOT, lite_flags, run_cli
 
 INDEX_PY = os.path.join("scripts", "index.py")
+CRASH_LAUNCHER = os.path.join(ROOT, "tests", "crash_launcher.py")  # arms utils.index.store.crash_hook, runs a script
 
 
 # ------------------------------------------------------------------------------------------ fakes
@@ -105,7 +106,7 @@ def test_add_encodes_only_new_images(pics, tmp_path):
         model.encoder.images = 0
         stats = sync(index, model, sources(pics["paths"] + pics["extra"]))
         assert (stats.added, stats.changed, model.encoder.images, len(index)) == (1, 1, 1, 1010)
-        assert 7 not in index.snapshot().ids and index.catalogue.alive_paths()[target][0] == 1010
+        assert 7 not in index.snapshot().ids and index.alive_paths()[target][0] == 1010
     finally:
         shutil.copyfile(backup, target)
     index.close()
@@ -118,7 +119,7 @@ def test_build_add_remove_equals_a_fresh_build(pics, tmp_path):
     first, extra = pics["paths"][:300], pics["paths"][300:400]
     index = new_index(tmp_path / "inc", model)
     sync(index, model, sources(first), chunk_size=64)
-    ids_before = dict(index.catalogue.alive_paths())
+    ids_before = dict(index.alive_paths())
     sync(index, model, sources(first + extra), chunk_size=64)
     gone = sorted(np.random.default_rng(1).choice(400, 40, replace=False).tolist())
     removed, _ = index.remove(ids=gone[:20], paths=[index.describe([g])[g][0] for g in gone[20:]])
@@ -193,8 +194,8 @@ def test_a_crash_at_each_write_step_leaves_before_or_after(pics, tmp_path, op, s
     for crash in (None, step):
         target = tmp_path / f"idx_{crash is not None}"
         shutil.copytree(tmp_path / "base", target)
-        env = dict(os.environ, **({"HASHING_INDEX_CRASH_AT": crash} if crash else {}))
-        proc = subprocess.run([sys.executable, str(script), op, json.dumps(arg), str(target)], env=env,
+        launch = [CRASH_LAUNCHER, crash] if crash else []
+        proc = subprocess.run([sys.executable, *launch, str(script), op, json.dumps(arg), str(target)],
                               capture_output=True, text=True, timeout=120)
         if crash:
             assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -410,8 +411,7 @@ def test_milvus_lite_gives_the_embedded_results(tmp_path, monkeypatch):
 
 def reader_state(index, queries):
     """What a reader of any backend sees: alive ids, the fingerprint, the top-10 of `queries`."""
-    with index.catalogue.reading() as db:
-        ids = [r[0] for r in db.execute("SELECT id FROM items WHERE removed = 0 ORDER BY id")]
+    ids = sorted(i for i, _ in index.alive_paths().values())
     dist, hits = index.snapshot().search(queries, 10)
     return ids, index.fingerprint, dist.tolist(), hits.tolist()
 
@@ -490,8 +490,10 @@ def trained(lite_single, tmp_path_factory):
             "test": ["--list", os.path.join(d["list_dir"], "test.txt"), "--data-path", d["root"]]}
 
 
-def index_cli(*args, check=True, env=None):
-    return run_cli([INDEX_PY, *args], timeout=300, check=check, env=env)
+def index_cli(*args, check=True, env=None, crash_at=None):
+    """scripts/index.py ARGS; `crash_at`: a crash point armed (tests/crash_launcher.py)."""
+    launch = [CRASH_LAUNCHER, crash_at] if crash_at else []
+    return run_cli([*launch, INDEX_PY, *args], timeout=300, check=check, env=env)
 
 
 def one_line_error(proc, *needles):
@@ -521,7 +523,7 @@ def test_build_killed_resumes_equal_to_uninterrupted(trained):
     out, t = trained["out"], trained
     index_cli("build", "--model", t["ckpt"], *t["db"], "--out", out / "full", "--chunk-size", 8)
     killed = index_cli("build", "--model", t["ckpt"], *t["db"], "--out", out / "resumed", "--chunk-size", 8,
-                       check=False, env={"HASHING_INDEX_CRASH_AT": "add:committed@2"})
+                       check=False, crash_at="add:committed@2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     info = json.loads(index_cli("info", "--index", out / "resumed", "--json").stdout)
     assert info["count"] == 16 and info["bit"] == 16 and info["backend"] == "embedded"
@@ -537,7 +539,7 @@ def test_build_killed_resumes_equal_to_uninterrupted(trained):
     # SIGTERM after the first chunk's commit (as docker stop sends it): that chunk stays, the build stops
     # with one line and exit 0, and the same command finishes it
     stopped = index_cli("build", "--model", t["ckpt"], *t["db"], "--out", out / "stopped", "--chunk-size", 8,
-                        check=False, env={"HASHING_INDEX_CRASH_AT": "add:committed@1:SIGTERM"})
+                        check=False, crash_at="add:committed@1:SIGTERM")
     assert stopped.returncode == 0, stopped.stderr
     assert "----- stopped by SIGTERM: added 8" in stopped.stdout and "40 images left" in stopped.stdout
     assert "FatalError" not in stopped.stderr and "Traceback" not in stopped.stderr
@@ -669,3 +671,153 @@ def test_cli_search_radius_equals_the_ranking_cut_at_r(trained, tmp_path):
     rows = [line.split() for line in capped.stdout.splitlines()[2:]]
     assert [(int(r[1]), int(r[2])) for r in rows] == big[:2]
     one_line_error(index_cli("search", "--index", idx, "--img", img, "--radius", -1, check=False), "--radius")
+
+
+# ------------------------------------------------------------------------------------------ the sealed index
+def test_a_backend_registered_through_the_contract_is_created_and_opened_like_the_others(tmp_path):
+    """A new storage backend needs a Store subclass and one register_backend(...): Index.create / Index open
+    it through its Backend entry (index.json gets its `describe` fields, its `options` stay out of the
+    catalogue); a store that misses a method of the contract is refused at registration."""
+    import utils.index as ix
+    from utils.index.embedded import EmbeddedStore
+    from utils.index.store import BACKENDS, Backend, Store, register_backend
+
+    opened = []
+
+    class CountingStore(EmbeddedStore):  # the embedded store, under another name
+        def __init__(self, d, meta, catalogue, bit):
+            opened.append(meta["flavour"])
+            super().__init__(d, meta, catalogue, bit)
+
+    class Incomplete(Store):
+        def __init__(self, d, meta, catalogue, bit):
+            pass
+
+    with pytest.raises(TypeError, match="does not implement the Store contract .*compact"):
+        register_backend(Backend("incomplete", "no", Incomplete))
+    with pytest.raises(TypeError, match="not a Store subclass"):
+        register_backend(Backend("not-a-store", "no", dict))
+    assert "incomplete" not in BACKENDS and "not-a-store" not in BACKENDS
+    register_backend(Backend("counting", "test", CountingStore,
+                             describe=lambda path, uri, options: {"flavour": options.get("flavour", "plain")},
+                             options=("flavour",)))
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register_backend(Backend("counting", "again", CountingStore))
+        index = ix.Index.create(tmp_path / "idx", 16, {"weights": "w"}, backend="counting",
+                                extra={"flavour": "salted", "model": {"pretrained": "m"}})
+        codes = np.random.default_rng(0).integers(0, 256, (20, 2), dtype=np.uint8)
+        index.add(codes, [f"p{i}.png" for i in range(20)])
+        want = index.snapshot().search(codes[:3], 5)
+        index.close()
+        with open(tmp_path / "idx" / "index.json") as f:
+            meta = json.load(f)
+        assert meta["backend"] == "counting" and meta["flavour"] == "salted"
+        reopened = ix.Index(tmp_path / "idx")
+        assert opened == ["salted", "salted"] and reopened.backend == "counting"
+        assert reopened.model_record() == {"pretrained": "m"} and reopened.catalogue.get("flavour") is None
+        got = reopened.snapshot().search(codes[:3], 5)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+        reopened.close()
+    finally:
+        BACKENDS.pop("counting", None)
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match="unknown backend 'counting'"):
+        ix.Index(tmp_path / "idx")
+
+
+def test_the_facade_names_no_backend_and_the_catalogue_stays_inside_utils_index():
+    """Index.create / Index open every backend the same way (no `milvus` in the facade or the layout), SQL
+    is in catalogue.py only, and `.catalogue` of an index is used only inside utils/index (callers use
+    Index's methods)."""
+    import ast
+
+    for name in ("__init__.py", "layout.py", "writes.py"):
+        tree = ast.parse(open(os.path.join(ROOT, "utils", "index", name), encoding="utf-8").read())
+        special = [f"{name}:{n.lineno}" for n in ast.walk(tree)
+                   if (isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.strip().lower() == "milvus")
+                   or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "resolve_uri")
+                   or (isinstance(n, ast.Attribute) and n.attr == "MilvusStore")]
+        assert not special, special
+    for name in os.listdir(os.path.join(ROOT, "utils", "index")):  # SQL is spelled in the catalogue only
+        if name.endswith(".py") and name != "catalogue.py":
+            text = open(os.path.join(ROOT, "utils", "index", name), encoding="utf-8").read()
+            assert ".execute(" not in text and ".executemany(" not in text, name
+    offenders = []
+    skip = {".git", ".venv", "tests", "output", "datasets", "__pycache__", "node_modules"}
+    for base, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip]
+        rel_base = os.path.relpath(base, ROOT)
+        if rel_base == os.path.join("utils", "index") or rel_base.startswith(os.path.join("utils", "index") + os.sep):
+            continue
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(base, f)
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if isinstance(node, ast.Attribute) and node.attr == "catalogue":
+                    offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_crash_points_are_armed_only_by_a_hook(tmp_path, monkeypatch):
+    """No environment switch in production code: the old HASHING_INDEX_CRASH_AT does nothing; a test's
+    crash_hook sees every step (tests/crash_launcher.py sets it in a subprocess)."""
+    import utils.index.store as store
+    from utils.index import Index
+
+    for name in os.listdir(os.path.join(ROOT, "utils", "index")):
+        if name.endswith(".py"):
+            text = open(os.path.join(ROOT, "utils", "index", name), encoding="utf-8").read()
+            assert "os.environ" not in text or name == "milvus.py", name  # Milvus: MILVUS_TOKEN only
+            assert "CRASH_AT" not in text, name
+    monkeypatch.setenv("HASHING_INDEX_CRASH_AT", "add:stored")
+    index = Index.create(tmp_path / "idx", 16, {"weights": "w"})
+    seen = []
+    monkeypatch.setattr(store, "crash_hook", seen.append)
+    index.add(np.zeros((2, 2), np.uint8), ["a.png", "b.png"])
+    index.remove([0])
+    index.compact()
+    assert seen == ["add:stored", "add:committed", "remove:committed", "remove:applied", "compact:stored",
+                    "compact:committed"]
+    assert set(seen) <= set(store.CRASH_POINTS)
+    index.close()
+
+
+def test_renamed_flags_keep_their_old_spellings():
+    """--runtime (old: --backend) in the service and predict's shared flags, with the runtime registry's
+    choices; scripts/index.py: --backend is the storage, --runtime the model's runtime, --engine the kernel."""
+    import importlib.util
+
+    from utils.deploy.runtimes import RUNTIMES
+
+    spec = importlib.util.spec_from_file_location("index_cli_under_test", os.path.join(ROOT, INDEX_PY))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = cli.parse_args(["build", "--model", "m", "--images", "x", "--out", "o", "--backend", "milvus",
+                           "--runtime", "onnx-int8"])
+    assert (args.backend, args.runtime) == ("milvus", "onnx-int8") and "onnx-int8" in RUNTIMES
+    args = cli.parse_args(["search", "--index", "i", "--img", "q.jpg", "--engine", "numpy", "--runtime", "onnx"])
+    assert (args.engine, args.runtime) == ("numpy", "onnx")
+    app = serving_app()
+    for flag in ("--runtime", "--backend"):
+        args = app.parse_args(["--model-dir", "m", flag, "onnx"])
+        assert args.runtime == "onnx", flag
+    args = app.parse_args(["--index", "i", "--engine", "numpy"])
+    assert (args.runtime, args.engine) == ("paddle", "numpy")
+    import argparse
+
+    from utils.deploy.searcher import add_database_args
+
+    p = argparse.ArgumentParser()
+    add_database_args(p)  # predict.py's: still into args.backend
+    assert p.parse_args(["--runtime", "onnx-int8"]).backend == "onnx-int8"
+    assert p.parse_args(["--backend", "onnx"]).backend == "onnx"
+
+
+def serving_app():
+    sys.path.insert(0, os.path.join(ROOT, "deploy", "serving"))
+    import app
+
+    return app

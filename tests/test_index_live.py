@@ -43,17 +43,17 @@ def list_index(tmp_path, n=30, chunk=10):
 def test_paths_are_stored_relative_to_the_root_and_any_spelling_removes(tmp_path, monkeypatch):
     index, model, root, lst, rel = list_index(tmp_path)
     assert index.root == str(root) and index.info()["root"] == str(root)
-    assert sorted(index.catalogue.alive_paths()) == sorted(rel)  # as the list writes them
+    assert sorted(index.alive_paths()) == sorted(rel)  # as the list writes them
     # a search's hits: the stored path as the list writes it, and the file it names
     from utils.deploy.indexing import IndexSearcher
     from PIL import Image
 
     searcher = IndexSearcher(index, model)
     _, hits = searcher.search(Image.open(root / rel[4]).convert("RGB"), 30)
-    hit = next(h for h in hits if h.index == 4)
+    hit = next(h for h in hits if h.id == 4)
     assert hit.distance == 0 and hit.stored == rel[4] and hit.path == os.path.join(str(root), "a", "img_00004.png")
 
-    ids = {p: index.catalogue.alive_paths()[p][0] for p in rel}
+    ids = {p: index.alive_paths()[p][0] for p in rel}
     (tmp_path / "work" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "work" / "sub")
     os.symlink(root, tmp_path / "link_to_root")
@@ -94,7 +94,7 @@ def test_cli_remove_by_list_and_by_each_spelling(tmp_path):
     from utils.index import Index
 
     with Index(idx) as index:
-        assert sorted(index.catalogue.alive_paths()) == sorted(rel[5:20] + rel[25:])
+        assert sorted(index.alive_paths()) == sorted(rel[5:20] + rel[25:])
     again = run_cli([INDEX_PY, "remove", "--index", idx, "--list", part], check=False)
     assert again.returncode == 2 and "not in the index" in again.stderr and "Traceback" not in again.stderr
 
@@ -269,20 +269,20 @@ def test_a_searcher_sees_other_processes_writes(tmp_path):
                       f"i.add(np.asarray({packed.tolist()}, np.uint8), {new!r}, delta=True)\n")
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     _, hits = searcher.search(Image.open(new[1]).convert("RGB"), 40)
-    assert any(h.index == 31 and h.distance == 0 and h.stored == new[1] for h in hits), hits[:3]
+    assert any(h.id == 31 and h.distance == 0 and h.stored == new[1] for h in hits), hits[:3]
     assert len(searcher) == 33
     old = searcher.snapshot
     query = Image.open(root / rel[2]).convert("RGB")
-    assert 2 in [h.index for h in searcher.search(query, 40, old)[1]]
+    assert 2 in [h.id for h in searcher.search(query, 40, old)[1]]
     p = writer(tmp_path, "remove", tmp_path / "idx", [2, 3])
     assert p.wait(120) == 0
     p = writer(tmp_path, "compact", tmp_path / "idx", None)
     assert p.wait(120) == 0
     # the old snapshot still holds 2 and 3, whose rows the compaction dropped: no KeyError, not returned
     _, hits = searcher.search(query, 40, old)
-    assert {2, 3}.isdisjoint(h.index for h in hits) and len(hits) == 31
+    assert {2, 3}.isdisjoint(h.id for h in hits) and len(hits) == 31
     _, hits = searcher.search(query, 40)
-    assert {2, 3}.isdisjoint(h.index for h in hits) and len(searcher) == 31
+    assert {2, 3}.isdisjoint(h.id for h in hits) and len(searcher) == 31
     index.close()
 
 
@@ -413,9 +413,9 @@ def test_milvus_searcher_sees_another_handles_writes(tmp_path):
     query = Image.open(files[4]).convert("RGB")
     for snap in (old, None):  # the stale snapshot still holds 4 and 6: they are left out all the same
         _, hits = searcher.search(query, 30, snap)
-        assert {4, 6}.isdisjoint(h.index for h in hits) and len(hits) == 20, [h.index for h in hits]
+        assert {4, 6}.isdisjoint(h.id for h in hits) and len(hits) == 20, [h.id for h in hits]
     _, hits = searcher.search(Image.open(new[0]).convert("RGB"), 30)
-    assert any(h.index == 20 and h.distance == 0 for h in hits)
+    assert any(h.id == 20 and h.distance == 0 for h in hits)
     other.close()
     index.close()
 

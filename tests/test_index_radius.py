@@ -88,15 +88,15 @@ def test_searcher_and_service_radius(pics, tmp_path):  # noqa: F811 (pics: the f
     _, top, = searcher.search(query, 200)
     for r in (0, 3, 6):
         _, hits, info = searcher.search_radius(query, r)
-        want = [(h.index, h.distance) for h in top if h.distance <= r]
-        assert [(h.index, h.distance) for h in hits] == want and info.total == len(want)
+        want = [(h.id, h.distance) for h in top if h.distance <= r]
+        assert [(h.id, h.distance) for h in hits] == want and info.total == len(want)
     # a removal by another handle is never returned once committed
     other = Index(tmp_path / "idx")
-    victim = [h.index for h in top if h.distance <= 6][0]
+    victim = [h.id for h in top if h.distance <= 6][0]
     other.remove([victim])
     other.close()
     _, hits, _ = searcher.search_radius(query, 6)
-    assert victim not in [h.index for h in hits]
+    assert victim not in [h.id for h in hits]
 
     service = serving.IndexService(searcher, "index")
     client = serving.create_app(service).test_client()

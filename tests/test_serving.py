@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -162,7 +163,7 @@ def small_server(trained, server, request):
 def test_health_and_cache_built_at_start(server, trained):
     h = server.health
     assert h["status"] == "ok" and h["bits"] == 16 and h["database_size"] == len(trained["database"])
-    assert h["model"] == str(trained["out"] / "inf") and h["backend"] == "paddle"
+    assert h["model"] == str(trained["out"] / "inf") and h["runtime"] == "paddle"
     log = server.output()
     assert "Encoding the database (48 images)" in log and "Save code of database" in log
 
@@ -176,12 +177,12 @@ def test_database_image_comes_back_at_distance_zero(server, trained):
     results = out["results"]
     assert [r["rank"] for r in results] == list(range(1, n + 1))
     assert results[0]["distance"] == 0
-    assert i in [r["index"] for r in results if r["distance"] == 0]
-    keys = [(r["distance"], r["index"]) for r in results]
-    assert keys == sorted(keys) and sorted(r["index"] for r in results) == list(range(n))
+    assert i in [r["id"] for r in results if r["distance"] == 0]
+    keys = [(r["distance"], r["id"]) for r in results]
+    assert keys == sorted(keys) and sorted(r["id"] for r in results) == list(range(n))
     for r in results:
-        assert set(r) == {"rank", "distance", "index", "path", "labels"}
-        assert (r["path"], r["labels"]) == tuple(trained["database"][r["index"]])
+        assert set(r) == {"rank", "distance", "id", "path", "labels"}  # no `index` any more (README)
+        assert (r["path"], r["labels"]) == tuple(trained["database"][r["id"]])
 
 
 def test_k_default_query_parameter_and_bounds(server, trained):
@@ -215,7 +216,7 @@ def test_too_many_pixels_and_decompression_bomb_are_400(server):
 
 
 def test_oversized_upload_is_413_and_small_one_passes(small_server, trained):
-    assert small_server.health["backend"] == "dygraph"
+    assert small_server.health["runtime"] == "dygraph"
     assert "Load code of database" in small_server.output()  # the cache written by the exported model
     big = os.urandom(50_000)  # > 0.01 MB
     status, out = search(small_server, big, filename="big.jpg")
@@ -223,7 +224,16 @@ def test_oversized_upload_is_413_and_small_one_passes(small_server, trained):
     img = db_bytes(trained, 7)
     assert len(img) < 0.01 * 1024 * 1024 - 1000
     status, out = search(small_server, img, k=48)
-    assert status == 200 and 7 in [r["index"] for r in out["results"] if r["distance"] == 0]
+    assert status == 200 and 7 in [r["id"] for r in out["results"] if r["distance"] == 0]
+    # a body far over the limit (more than 1 MB beyond it) is refused by the server from its headers alone,
+    # before the app sees it or the body is sent
+    with socket.create_connection(("127.0.0.1", small_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 50000000\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"application/json" not in answer.split(b"\r\n\r\n")[0]  # the server's answer, not the app's
+    assert small_server.proc.poll() is None
 
 
 def test_image_endpoint(server, trained):
@@ -359,3 +369,103 @@ def test_page_in_headless_chromium(server, trained, tmp_path):
         assert not driver.find_elements(By.CSS_SELECTOR, "#results img")
     finally:
         driver.quit()
+
+
+# ------------------------------------------------------------------------------------------ the server
+SERVER_SCRIPT = r"""
+import sys, time
+sys.path.insert(0, {root!r})
+from utils.deploy.server import graceful_stop, serve
+from utils.errors import cli_entry
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ["QUERY_STRING"]))
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok %d" % len(body)]
+
+
+def main():
+    how = serve(app, "127.0.0.1", int(sys.argv[1]), 2, 1000, graceful_stop().install(), float(sys.argv[2]))
+    print("stopped by", how, flush=True)
+    return 0
+
+
+sys.exit(cli_entry(main)())
+"""
+
+
+def tiny_server(tmp_path, drain):
+    """utils.deploy.server.serve of a tiny WSGI app (no model), 2 threads, bodies up to 1000 bytes."""
+    script = tmp_path / "tiny_server.py"
+    script.write_text(SERVER_SCRIPT.format(root=ROOT))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(script), str(port), str(drain)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+
+
+def in_thread(url, out):
+    def run():
+        try:
+            out.append(request(url, timeout=30)[:2])
+        except OSError as exc:
+            out.append(type(exc).__name__)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)  # the request is in the app now
+    return t
+
+
+def test_server_drains_then_stops_and_refuses_big_bodies_before_the_app(tmp_path):
+    """The public stop: the first SIGTERM refuses new connections, the request in flight is answered, exit 0.
+    A body over the limit gets the server's 413 (the app would have answered 200 with its length)."""
+    proc, url = tiny_server(tmp_path, drain=10)
+    try:
+        assert request(url + "/", data=b"x" * 500)[:2] == (200, b"ok 500")
+        status, body, _ = request(url + "/", data=b"x" * 5000)
+        assert status == 413 and b"ok" not in body
+        got = []
+        t = in_thread(url + "/slow?4", got)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # cheroot's stop() ends its accept loop within half a second
+        with pytest.raises(OSError):
+            request(url + "/", timeout=2)
+        t.join(30)
+        assert got == [(200, b"ok 0")] and proc.wait(30) == 0
+    finally:
+        proc.kill()
+    out = proc.stdout.read()
+    assert out.strip().splitlines()[-1] == "stopped by SIGTERM" and "Traceback" not in out
+
+
+def test_server_drain_is_bounded_and_a_second_signal_aborts(tmp_path):
+    proc, url = tiny_server(tmp_path, drain=1)
+    got = []
+    t = in_thread(url + "/slow?20", got)
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0 and time.time() - start < 8  # 1 s of drain + the grace, not the 20 s request
+    t.join(30)
+    assert got and got[0] != (200, b"ok 0")
+    assert "were cut" in proc.stdout.read()
+    proc, url = tiny_server(tmp_path, drain=30)
+    got = []
+    t = in_thread(url + "/slow?20", got)
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130 and time.time() - start < 8
+    t.join(30)
+    assert "interrupted" in proc.stdout.read() and got[0] != (200, b"ok 0")

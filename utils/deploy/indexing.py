@@ -33,6 +33,9 @@ from utils.cache_file import file_sha256
 
 
 
+ENGINES = ("auto", "numba", "numpy", "faiss")  # --engine: the exact search kernel of the embedded backend
+
+
 @dataclass(frozen=True)
 class Source:
     path: str  # the image file: the image root joined with the list's path (stored relative to the root)
@@ -87,7 +90,7 @@ def resolve_model(path, runtime="paddle", use_gpu=False, flag="--model"):
 def index_model(index, model_path=None, runtime=None, use_gpu=False, rebuild=False):
     """The model for an index: `model_path` when given (checked against the index's fingerprint unless
     `rebuild`), else the one recorded in the index."""
-    record = index.catalogue.get("model") or {}
+    record = index.model_record()
     if model_path is None:
         path = record.get("model_dir") or record.get("pretrained")
         if not path:
@@ -160,7 +163,7 @@ def sync(index, model, sources, chunk_size=256, batch_size=32, skip_bad=False, s
     or counted and skipped with `skip_bad`."""
     stats = SyncStats()
     check_root(index)
-    known = index.catalogue.alive_paths()
+    known = index.alive_paths()
     todo = []
 
     def bad(path, reason):
@@ -212,8 +215,7 @@ def rebuild(index, model, record, batch_size=32, log=print):
         return packed
 
     n = index.replace_codes(model_fingerprint(model), encode_items, log)
-    with index.catalogue.transaction() as db:
-        index.catalogue.put(db, "model", record)
+    index.set_model_record(record)
     return n
 
 
@@ -222,7 +224,7 @@ class IndexSearcher:
     """Search an index by image. A search uses one snapshot (one consistent state); the snapshot is
     replaced whole when the index's generation moved on (a write by this process or any other), checked
     at most every `refresh_seconds` and by one thread at a time (the others go on with the current one).
-    Hits carry the item id in `Hit.index`, the image file in `Hit.path`, the path as stored (as the list
+    Hits carry the item id in `Hit.id`, the image file in `Hit.path`, the path as stored (as the list
     writes it) in `Hit.stored`."""
 
     def __init__(self, index, model, engine=None, refresh_seconds=0.5):

@@ -3,7 +3,7 @@ in one of the registered runtimes), the database codes (cached in `database_code
 when the weights, the list, the image root or the preprocessing change), and the retrieval engine.
 
     searcher = open_search(pretrained=..., model_dir=..., backend=..., save_path=...)  # predict.py, the service
-    code, hits = searcher.search(pil_image, k)  # hits: [Hit(rank, distance, index, path, labels)]
+    code, hits = searcher.search(pil_image, k)  # hits: [Hit(rank, distance, id, path, labels)]
 """
 import glob
 import json
@@ -23,12 +23,17 @@ from utils.rundir import RunDir
 class Hit:
     """One search result."""
 
-    rank: int  # 1 = closest
+    rank: int  # position in the results, 1 = closest
     distance: int  # Hamming distance to the query
-    index: int  # position in the database list
+    id: int  # the item: its position in the database list, or an index's stable item id (utils.index)
     path: str  # the image file (image root joined with the list's path)
     labels: list  # the label indices of the database image
     stored: str = None  # an index's item: its path as the index stores it (relative to its image root)
+
+    @property
+    def index(self):
+        """The old name of `id` (a list position in one mode, an item id in the other): use `id`."""
+        return self.id
 
 
 @dataclass
@@ -130,13 +135,22 @@ class Database:
         return True
 
 
-def add_database_args(parser):
-    """The flags predict.py and the retrieval service share: runtime of an exported model and where the
-    database is (each defaults to what training used)."""
+def add_runtime_arg(parser, dest="runtime", help_text="runtime of an exported --model-dir (default paddle)",
+                    default="paddle", old_spellings=("--backend",)):
+    """--runtime: one of the registered runtimes of utils.deploy.runtimes, into `dest`; its old spellings
+    (--backend, where that flag does not name the index's storage) still accepted."""
     from utils.deploy.runtimes import RUNTIMES
 
-    parser.add_argument("--backend", choices=tuple(RUNTIMES), default="paddle",
-                        help="for --model-dir (default paddle)")
+    note = f"; {', '.join(old_spellings)}: its old spelling" if old_spellings else ""
+    parser.add_argument("--runtime", *old_spellings, dest=dest, choices=tuple(RUNTIMES), default=default,
+                        help=help_text + note)
+
+
+def add_database_args(parser, runtime_dest="backend"):
+    """The flags predict.py and the retrieval service share: runtime of an exported model (--runtime, old
+    spelling --backend; into `runtime_dest`) and where the database is (each defaults to what training
+    used)."""
+    add_runtime_arg(parser, runtime_dest, "for --model-dir (default paddle)")
     parser.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
     parser.add_argument("--data_path", "--data-path", dest="data_path", default=None,
                         help="image root of the database list (default: the one training used)")

@@ -142,6 +142,100 @@ class Catalogue:
                     out[i] = (path, json.loads(labels) if labels is not None else None, bool(removed))
         return out
 
+    def alive_keys(self, limit):
+        """The stored paths of the first `limit` alive items (by id)."""
+        with self.reading() as db:
+            return [r[0] for r in db.execute("SELECT path FROM items WHERE removed = 0 ORDER BY id LIMIT ?",
+                                             (limit,))]
+
+    def any_alive_relative(self):
+        """True when an alive item is stored relative to the image root (not absolute, not under @index/)."""
+        with self.reading() as db:
+            return db.execute("SELECT 1 FROM items WHERE removed = 0 AND path NOT LIKE '/%' AND "
+                              "path NOT LIKE '@index/%' LIMIT 1").fetchone() is not None
+
+    @staticmethod
+    def insert_items(db, rows):
+        """Inside a transaction: new items, rows of (id, stored path, labels list or None, sha256)."""
+        db.executemany("INSERT INTO items(id, path, labels, sha256) VALUES (?, ?, ?, ?)",
+                       [(int(i), p, None if lab is None else json.dumps([int(x) for x in lab]), h)
+                        for i, p, lab, h in rows])
+
+    @staticmethod
+    def tombstone(db, ids):
+        """Inside a transaction: mark items removed → the ids this call removed (not those removed before)."""
+        return [int(i) for i in ids
+                if db.execute("UPDATE items SET removed = 1 WHERE id = ? AND removed = 0", (int(i),)).rowcount]
+
+    @staticmethod
+    def all_items(db):
+        """Inside a transaction: (id, stored path, removed) of every item, by id."""
+        return db.execute("SELECT id, path, removed FROM items ORDER BY id").fetchall()
+
+    @staticmethod
+    def respell(db, updates, duplicates):
+        """Inside a transaction: new stored paths (rows of (path, id)) and tombstones for `duplicates` (ids),
+        the unique index on alive paths rebuilt around the change."""
+        db.executemany("UPDATE items SET removed = 1 WHERE id = ?", [(int(i),) for i in duplicates])
+        db.execute("DROP INDEX IF EXISTS items_alive_path")
+        db.executemany("UPDATE items SET path = ? WHERE id = ?", updates)
+        db.execute("CREATE UNIQUE INDEX items_alive_path ON items(path) WHERE removed = 0")
+
+    @staticmethod
+    def alive_items(db):
+        """(id, stored path) of the alive items, by id."""
+        return db.execute("SELECT id, path FROM items WHERE removed = 0 ORDER BY id").fetchall()
+
+    @staticmethod
+    def count_alive(db):
+        return int(db.execute("SELECT count(*) FROM items WHERE removed = 0").fetchone()[0])
+
+    @staticmethod
+    def purge_removed(db, ids=None):
+        """Inside a transaction: delete the rows of tombstoned items (all, or those of `ids`)."""
+        if ids is None:
+            db.execute("DELETE FROM items WHERE removed = 1")
+        else:
+            db.executemany("DELETE FROM items WHERE id = ? AND removed = 1", [(int(i),) for i in ids])
+
+    # ------------------------------------------------------------------ segments (the embedded backend's files)
+    @staticmethod
+    def segments(db, below=None):
+        """(file, count, bytes, crc32) of the listed segment files, by name (those of fewer than `below` items)."""
+        if below is None:
+            return db.execute("SELECT file, count, bytes, crc32 FROM segments ORDER BY file").fetchall()
+        return db.execute("SELECT file, count, bytes, crc32 FROM segments WHERE count < ? ORDER BY file",
+                          (below,)).fetchall()
+
+    @staticmethod
+    def segment_names(db):
+        return {r[0] for r in db.execute("SELECT file FROM segments")}
+
+    @staticmethod
+    def last_segment(db, prefix):
+        """The row of the last listed segment whose file name starts with `prefix`, or None."""
+        return db.execute("SELECT file, count, bytes, crc32 FROM segments WHERE file LIKE ? ORDER BY file DESC "
+                          "LIMIT 1", (prefix + "%",)).fetchone()
+
+    @staticmethod
+    def list_segments(db, rows):
+        """Inside a transaction: list new segment files, rows of (file, count, bytes, crc32)."""
+        db.executemany("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", rows)
+
+    @staticmethod
+    def unlist_segments(db, names=None):
+        """Inside a transaction: unlist the segment files `names` (None: all of them)."""
+        if names is None:
+            db.execute("DELETE FROM segments")
+        else:
+            db.executemany("DELETE FROM segments WHERE file = ?", [(n,) for n in names])
+
+    @staticmethod
+    def segment_totals(db):
+        """(segment files, codes in them)."""
+        n_seg, n_codes = db.execute("SELECT count(*), coalesce(sum(count), 0) FROM segments").fetchone()
+        return int(n_seg), int(n_codes)
+
     def removed_ids(self, db=None):
         if db is not None:
             return [r[0] for r in db.execute("SELECT id FROM items WHERE removed = 1")]

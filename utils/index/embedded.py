@@ -24,7 +24,7 @@ import numpy as np
 from utils.errors import UserError
 from utils.fileio import atomic_path
 from utils.index.catalogue import Catalogue
-from utils.index.store import BACKENDS, Backend, EmptyIndex, crash_point
+from utils.index.store import Backend, EmptyIndex, Store, crash_point, register_backend
 
 MAGIC = b"HIDXSEG1"
 HEADER = struct.Struct("<8sIQ")
@@ -83,7 +83,7 @@ SMALL_SEGMENT = 65536  # segments with fewer items are merged as they pile up (I
 STALE_SECONDS = 3600  # an unlisted temporary file older than this is a crash's leftover
 
 
-class EmbeddedStore:
+class EmbeddedStore(Store):
     def __init__(self, d, meta, catalogue, bit):
         self.dir, self.catalogue, self.bit = d, catalogue, bit
         self.nbytes = (bit + 7) // 8
@@ -117,8 +117,7 @@ class EmbeddedStore:
         stream of one-image adds does not make one file each."""
         replaces = None
         if delta and len(ids) < DELTA_MAX:
-            row = db.execute("SELECT file, count, bytes, crc32 FROM segments WHERE file LIKE 'dlt-%' "
-                             "ORDER BY file DESC LIMIT 1").fetchone()
+            row = Catalogue.last_segment(db, "dlt-")
             if row is not None and row[1] + len(ids) <= DELTA_MAX:
                 old_ids, old_packed = self._load(*row)
                 replaces = row[0]
@@ -131,8 +130,8 @@ class EmbeddedStore:
     def commit(self, db, token):
         row, replaces = token
         if replaces:
-            db.execute("DELETE FROM segments WHERE file = ?", (replaces,))
-        db.execute("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", row)
+            Catalogue.unlist_segments(db, [replaces])
+        Catalogue.list_segments(db, [row])
 
     def after_commit(self, token):
         if token[1]:  # the delta segment the new one replaced; a reader that listed it retries
@@ -179,7 +178,7 @@ class EmbeddedStore:
         return ids, packed
 
     def _state(self, db):
-        segments = db.execute("SELECT file, count, bytes, crc32 FROM segments ORDER BY file").fetchall()
+        segments = Catalogue.segments(db)
         return segments, np.asarray(self.catalogue.removed_ids(db), np.int64)
 
     def _alive(self, segments, removed):
@@ -230,9 +229,9 @@ class EmbeddedStore:
         So small segments stay fewer than about fanout x log_fanout(SMALL_SEGMENT) and each code is
         rewritten about log_fanout times, not once per add. → the files merged, or None."""
         with self.catalogue.reading() as db:
-            rows = db.execute("SELECT file, count FROM segments WHERE count < ?", (SMALL_SEGMENT,)).fetchall()
+            rows = Catalogue.segments(db, below=SMALL_SEGMENT)
         tiers = {}
-        for name, count in rows:
+        for name, count, _, _ in rows:
             tiers.setdefault(int(math.log(max(count, 1), fanout)), []).append(name)
         for tier in sorted(tiers):
             if len(tiers[tier]) >= fanout:
@@ -243,16 +242,16 @@ class EmbeddedStore:
     # ------------------------------------------------------------------ maintenance
     def _replace_all(self, db, new_rows, tag):
         """Inside a transaction: the segments become `new_rows`; tombstoned items are dropped."""
-        db.execute("DELETE FROM items WHERE removed = 1")
-        db.execute("DELETE FROM segments")
-        db.executemany("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)", new_rows)
+        Catalogue.purge_removed(db)
+        Catalogue.unlist_segments(db)
+        Catalogue.list_segments(db, new_rows)
 
     def _delete_unlisted(self):
         """Delete segment files the catalogue does not list. Under the write lock, so no writer is between
         writing its file and committing it; temporary files (a compaction in progress writes one outside
         the lock) only when they are old."""
         with self.catalogue.transaction() as db:
-            listed = {r[0] for r in db.execute("SELECT file FROM segments")}
+            listed = Catalogue.segment_names(db)
             now = time.time()
             for name in os.listdir(self.dir.segments):
                 if name in listed:
@@ -285,16 +284,15 @@ class EmbeddedStore:
             crash_point("compact:stored")
             try:
                 with self.catalogue.transaction() as db:
-                    listed = {r[0] for r in db.execute("SELECT file FROM segments")}
+                    listed = Catalogue.segment_names(db)
                     merged = [row[0] for row in segments]
                     if not set(merged) <= listed:
                         raise _Retry
-                    db.executemany("DELETE FROM segments WHERE file = ?", [(m,) for m in merged])
-                    db.executemany("DELETE FROM items WHERE id = ? AND removed = 1", [(int(i),) for i in removed])
+                    Catalogue.unlist_segments(db, merged)
+                    Catalogue.purge_removed(db, removed)
                     if name:
                         os.replace(pending, self.dir.segment(name))
-                        db.execute("INSERT INTO segments(file, count, bytes, crc32) VALUES (?, ?, ?, ?)",
-                                   (name, *stats))
+                        Catalogue.list_segments(db, [(name, *stats)])
             except _Retry:
                 if pending:
                     self._remove(os.path.basename(pending))
@@ -325,7 +323,7 @@ class EmbeddedStore:
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
         with self.catalogue.transaction() as db:
-            rows = db.execute("SELECT id, path FROM items WHERE removed = 0 ORDER BY id").fetchall()
+            rows = Catalogue.alive_items(db)
             new = []
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
@@ -341,7 +339,7 @@ class EmbeddedStore:
 
     def info(self, n_rows):
         with self.catalogue.reading() as db:
-            n_seg, n_codes = db.execute("SELECT count(*), coalesce(sum(count), 0) FROM segments").fetchone()
+            n_seg, n_codes = Catalogue.segment_totals(db)
         return {"segments": int(n_seg), "memory_bytes": int(n_codes) * (8 + self.nbytes),
                 "engine": "utils.retrieval (exact)"}
 
@@ -350,5 +348,5 @@ class _Retry(Exception):
     pass
 
 
-BACKENDS.add(Backend("embedded", "segment files + SQLite catalogue, searched by utils.retrieval",
-                     EmbeddedStore))
+register_backend(Backend("embedded", "segment files + SQLite catalogue, searched by utils.retrieval",
+                         EmbeddedStore))

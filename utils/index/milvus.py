@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from utils.errors import UserError
-from utils.index.store import BACKENDS, Backend, EmptyIndex, StaleSnapshot
+from utils.index.store import Backend, EmptyIndex, StaleSnapshot, Store, crash_point, register_backend
 from utils.index.catalogue import Catalogue
 
 INSTALL = "pip install 'pymilvus>=2.5,<2.6' 'milvus-lite==2.5.1' 'setuptools<70' (requirements-test.txt pins them)"
@@ -117,7 +117,7 @@ class MilvusSnapshot:
         return out
 
 
-class MilvusStore:
+class MilvusStore(Store):
     def __init__(self, d, meta, catalogue, bit):
         try:
             from pymilvus import DataType, MilvusClient
@@ -217,7 +217,7 @@ class MilvusStore:
             self._follow(db)
             next_id = int(Catalogue.read(db, "next_id", 0))
             removed = set(self.catalogue.removed_ids(db))
-            alive = db.execute("SELECT count(*) FROM items WHERE removed = 0").fetchone()[0]
+            alive = Catalogue.count_alive(db)
             generation = int(Catalogue.read(db, "generation", 0))
         snap = MilvusSnapshot(self, next_id, removed, int(alive))
         snap.generation = generation
@@ -231,19 +231,17 @@ class MilvusStore:
                 self.client.compact(self.name)
             except Exception:  # noqa: BLE001 - Milvus Lite has no compaction; the rows are deleted anyway
                 pass
-            db.execute("DELETE FROM items WHERE removed = 1")
+            Catalogue.purge_removed(db)
         return self.catalogue.count()[0], len(removed)
 
     def rebuild(self, fingerprint, encode_items, log=print, chunk=1024):
-        from utils.index.store import crash_point
-
         n = int(self.catalogue.get("rebuilds", 0)) + 1
         new = f"{self.base}_r{n}"
         if self.client.has_collection(new):  # a rebuild that crashed before its switch
             self.client.drop_collection(new)
         self._create(new)
         with self.catalogue.transaction() as db:  # the write lock: no add or remove meanwhile
-            rows = db.execute("SELECT id, path FROM items WHERE removed = 0 ORDER BY id").fetchall()
+            rows = Catalogue.alive_items(db)
             for start in range(0, len(rows), chunk):
                 part = rows[start:start + chunk]
                 ids = np.asarray([r[0] for r in part], np.int64)
@@ -265,4 +263,22 @@ class MilvusStore:
                 "engine": "Milvus BIN_FLAT, HAMMING"}
 
 
-BACKENDS.add(Backend("milvus", "a Milvus collection (BINARY_VECTOR, HAMMING), or a Milvus Lite file", MilvusStore))
+def resolve_uri(uri, index_path):
+    """A Milvus URI as stored: a server (http[s]://, tcp://) as given, a Milvus Lite file made absolute;
+    none: a Lite file inside the index directory."""
+    if not uri:
+        return os.path.join(index_path, "milvus.db")
+    if "://" in uri:
+        return uri
+    return os.path.abspath(uri)
+
+
+def describe(index_path, uri, options):
+    """The index.json fields of a new Milvus index: where the server (or Lite file) is, and the collection
+    (`extra={"collection": ...}` of Index.create, else a new random name)."""
+    return {"uri": resolve_uri(uri, index_path),
+            "collection": options.get("collection") or "hashing_" + os.urandom(6).hex()}
+
+
+register_backend(Backend("milvus", "a Milvus collection (BINARY_VECTOR, HAMMING), or a Milvus Lite file", MilvusStore,
+                         describe=describe, options=("collection",)))

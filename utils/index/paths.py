@@ -85,3 +85,28 @@ def candidates(path, root=None, index_dir=None):
     if os.path.exists(path):
         out.append(to_key(os.path.realpath(path), root, index_dir))
     return list(dict.fromkeys(out))
+
+
+def lookup(alive, paths, root=None, index_dir=None):
+    """{given path: id} of the items of `alive` ({stored path: (id, ...)}) the paths name (any spelling of
+    the same file: as the list writes it, relative to the current directory, absolute, through a
+    symlink, another hard link), and the paths that name none."""
+    found, missing, by_inode = {}, [], None
+    for p in paths:
+        hit = next((alive[c][0] for c in candidates(p, root, index_dir) if c in alive), None)
+        if hit is None and os.path.exists(p):  # another link to the same file
+            if by_inode is None:
+                by_inode = {}
+                for key, (i, *_) in alive.items():
+                    try:
+                        st = os.stat(to_file(key, root, index_dir))
+                    except OSError:
+                        continue
+                    by_inode.setdefault((st.st_dev, st.st_ino), i)
+            st = os.stat(p)
+            hit = by_inode.get((st.st_dev, st.st_ino))
+        if hit is None:
+            missing.append(p)
+        else:
+            found[p] = hit
+    return found, missing

@@ -29,7 +29,7 @@
 
   fetch("/health").then((r) => r.json()).then((h) => {
     document.getElementById("model-info").textContent =
-      `${h.bits}-bit codes · ${h.database_size} database images · model ${h.model} (${h.backend})`;
+      `${h.bits}-bit codes · ${h.database_size} database images · model ${h.model} (${h.runtime})`;
     kInput.max = h.max_k;
   }).catch(() => setStatus("the service does not answer /health", true));
 
@@ -94,9 +94,9 @@
     codeLine.textContent = `query code (${data.bits} bits): ${data.code}`;
     for (const r of data.results) {
       const fig = el("figure", "result");
-      fig.dataset.index = r.index;
+      fig.dataset.id = r.id;
       const img = el("img");
-      img.src = `/image/${r.index}`;
+      img.src = `/image/${r.id}`;
       img.alt = r.path;
       img.title = r.path;
       const cap = el("figcaption");
