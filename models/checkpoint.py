@@ -80,10 +80,11 @@ class TrainState:
                    best_epoch=int(ckpt.get("best_epoch", 0)), history=list(ckpt.get("history", [])))
 
 
-def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, criterion=None, amp=None):
+def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, criterion=None, amp=None, rng=None):
     """Write `model`'s weights, `cfg` and the TrainState `state`; with optimizer, scheduler and criterion
     the checkpoint can be resumed (last.pdparams), without them it is for evaluation and export (best.pdparams).
-    `amp` (utils.train.amp.Amp): its loss-scaler state (fp16 on GPU only), restored by --resume."""
+    `amp` (utils.train.amp.Amp): its loss-scaler state (fp16 on GPU only), restored by --resume. `rng`: the
+    run's np.random.RandomState, saved as rng["numpy"] (without it: numpy's global state, as before)."""
     weights = model.state_dict()
     ckpt = {
         "format": FORMAT,
@@ -102,7 +103,8 @@ def save_checkpoint(path, model, cfg, state, optimizer=None, scheduler=None, cri
     amp_state = amp.state_dict() if amp is not None else None
     if amp_state is not None:
         ckpt["amp"] = amp_state
-    ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    ckpt["rng"] = {"paddle": paddle.get_rng_state(), "numpy": (rng if rng is not None else np.random).get_state(),
+                   "python": random.getstate()}
     ckpt.update(state.to_checkpoint(resumable=optimizer is not None))
     with atomic_path(path) as tmp:
         paddle.save(ckpt, tmp)
@@ -196,9 +198,11 @@ def paddle_generator_states(states):
     return out
 
 
-def restore_rng(ckpt):
+def restore_rng(ckpt, numpy_rng=None):
+    """Paddle's and Python's random state from `ckpt`, and numpy's into `numpy_rng` (the run's
+    np.random.RandomState; without it numpy's global state)."""
     rng = ckpt.get("rng")
     if rng:
         paddle.set_rng_state(paddle_generator_states(rng["paddle"]))
-        np.random.set_state(rng["numpy"])
+        (numpy_rng if numpy_rng is not None else np.random).set_state(rng["numpy"])
         random.setstate(rng["python"])

@@ -1,9 +1,14 @@
 """What the hashing losses share; each method's own loss lives in its module (models/methods/<name>.py).
 
-A loss is a `paddle.nn.Layer` called as `loss(u, labels, indices)` where `u` is the continuous code
-(the model's output, before sign), `labels` the 0/1 label rows of the batch and `indices` the batch's
-positions in the training list. `set_epoch(epoch)` (1-based) lets a loss follow a schedule. Each loss
-is tested against its formula written plainly in numpy (tests/test_losses.py).
+A loss is a `paddle.nn.Layer` called as `criterion(u, labels, indices)` where `u` is the continuous
+code (the model's output, before sign; a head's extra outputs follow the code's columns), `labels` the
+0/1 label rows of the batch and `indices` the batch's positions in the training list. `HashLoss.forward`
+checks the batch and casts the labels to float32 once, then calls the method's `loss(u, y, indices)`:
+methods implement `loss`, never `forward`, and get float32 labels. `set_epoch(epoch)` (1-based) lets a
+loss follow a schedule. Losses that keep a memory bank over the training set (PairwiseBankLoss) take
+the `gather` that concatenates a batch tensor over every process in their constructor (the engine
+passes `Env.gather_tensor`; the identity on one process). Each loss is tested against its formula
+written plainly in numpy (tests/test_losses.py).
 """
 import numpy as np
 import paddle
@@ -11,13 +16,40 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 
-class HashLoss(nn.Layer):
-    """Base: no schedule; `gather` turns a batch tensor into the concatenation over all processes
-    (identity on one process; the engine sets it for data-parallel training)."""
+def check_batch(u, labels=None, indices=None):
+    """(u, labels as float32, indices) of a batch after checking their shapes agree: u (B, D) codes,
+    labels (B, C) 0/1 rows (or None: unsupervised), indices (B,) training-list positions (or None).
+    A wrong shape is a programming error, so ValueError (never reached from the command line)."""
+    if not isinstance(u, paddle.Tensor) or u.ndim != 2:
+        raise ValueError(f"a hashing loss takes the codes as a 2-D tensor (batch, bits), got "
+                         f"{getattr(u, 'shape', type(u).__name__)}")
+    n = u.shape[0]
+    if labels is not None:
+        if not isinstance(labels, paddle.Tensor) or labels.ndim != 2 or labels.shape[0] != n:
+            raise ValueError(f"labels must be a 2-D tensor with one row per code ({n}), got "
+                             f"{getattr(labels, 'shape', type(labels).__name__)}")
+        if labels.dtype != paddle.float32:
+            labels = labels.astype("float32")
+    if indices is not None and (not isinstance(indices, paddle.Tensor) or indices.ndim != 1
+                                or indices.shape[0] != n):
+        raise ValueError(f"indices must be a 1-D tensor with one position per code ({n}), got "
+                         f"{getattr(indices, 'shape', type(indices).__name__)}")
+    return u, labels, indices
 
-    def __init__(self):
-        super().__init__()
-        self.gather = lambda t: t
+
+def _same(t):
+    return t
+
+
+class HashLoss(nn.Layer):
+    """Base of every method's loss: `forward` checks and casts the batch once (check_batch), then calls
+    `loss(u, y, indices)` with float32 labels `y`. No schedule by default."""
+
+    def forward(self, u, labels=None, indices=None):
+        return self.loss(*check_batch(u, labels, indices))
+
+    def loss(self, u, labels, indices):
+        raise NotImplementedError(f"{type(self).__name__} defines no loss(u, labels, indices)")
 
     def set_epoch(self, epoch):
         pass
@@ -27,10 +59,14 @@ class PairwiseBankLoss(HashLoss):
     """Base of the pairwise methods (HashNet, DPSH): a memory bank keeps the latest code and labels of
     every training image, and the batch is compared with every image already in the bank. Bank rows
     not yet filled are left out (the DeepHash-pytorch code counts them as dissimilar pairs with zero
-    inner product, which only skews the first epoch)."""
+    inner product, which only skews the first epoch).
 
-    def __init__(self, num_train, bit, num_labels):
+    `gather` turns a batch tensor into its concatenation over every process (rank order), so that each
+    process's bank holds every process's batch; None (one process): the tensor itself."""
+
+    def __init__(self, num_train, bit, num_labels, gather=None):
         super().__init__()
+        self.gather = gather or _same
         self.register_buffer("U", paddle.zeros([num_train, bit], "float32"))
         self.register_buffer("Y", paddle.zeros([num_train, num_labels], "float32"))
         self.register_buffer("seen", paddle.zeros([num_train], "float32"))
@@ -46,9 +82,10 @@ class PairwiseBankLoss(HashLoss):
         return similar, self.seen.unsqueeze(0)
 
     def mean_pair_nll(self, u, labels, indices, scale=0.5):
-        """Store the batch, then the mean over (batch, filled bank row) pairs of −log p(s_ij | θ_ij) for
-        p(s = 1) = σ(θ), θ_ij = scale·u_i·U_j (DPSH and DHN, as DeepHash-pytorch computes it)."""
-        similar, seen = self.update_bank(u, labels.astype("float32"), indices)
+        """Store the batch (float32 `labels`), then the mean over (batch, filled bank row) pairs of
+        −log p(s_ij | θ_ij) for p(s = 1) = σ(θ), θ_ij = scale·u_i·U_j (DPSH and DHN, as DeepHash-pytorch
+        computes it)."""
+        similar, seen = self.update_bank(u, labels, indices)
         pair = pair_nll(scale * paddle.matmul(u, self.U, transpose_y=True), similar)
         return (pair * seen).sum() / paddle.clip(seen.sum() * u.shape[0], min=1.0)
 
@@ -59,8 +96,7 @@ def pair_nll(dot, similar):
 
 
 def batch_similar(y):
-    """s_ij = [y_i·y_j > 0] within a batch (share a label), (B, B) 0/1."""
-    y = y.astype("float32")
+    """s_ij = [y_i·y_j > 0] within a batch (share a label), (B, B) 0/1; `y` float32 label rows."""
     return (paddle.matmul(y, y, transpose_y=True) > 0).astype("float32")
 
 
@@ -121,8 +157,7 @@ class CodebookCELoss(HashLoss):
         theta = paddle.acos(paddle.clip(sim, -0.99999, 0.99999))
         return self.s * paddle.cos(theta + self.m * y)
 
-    def forward(self, u, labels, indices=None):
-        y = labels.astype("float32")
+    def loss(self, u, y, indices=None):
         if self.label_mode == "first":
             first = F.one_hot(paddle.argmax(y, axis=1), y.shape[1]).astype("float32")
             y = first * (y.sum(axis=1, keepdim=True) > 0).astype("float32")

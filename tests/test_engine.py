@@ -42,6 +42,12 @@ def test_one_epoch_plus_resume_equals_two_epochs(method, data, request, tmp_path
     ca = paddle.load(str(full / "last.pdparams"))
     cb = paddle.load(str(part / "last.pdparams"))
     assert ca["best_map"] == cb["best_map"] and ca["epoch"] == cb["epoch"] == 2
+    # the numpy state the checkpoints carry is the run's RandomState(--seed), which nothing in training draws
+    # from (the state numpy's global stream had after np.random.seed(seed) when the engine seeded it)
+    for ck in (ca, cb):
+        want = np.random.RandomState(7).get_state()
+        assert ck["rng"]["numpy"][0] == want[0] and ck["rng"]["numpy"][2:] == want[2:]
+        np.testing.assert_array_equal(ck["rng"]["numpy"][1], want[1])
     def log_rows(path):  # every column but the wall time
         return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
 
@@ -178,3 +184,106 @@ def test_checkpoint_in_the_old_layout_resumes_and_evaluates(lite_single, tmp_pat
                   "--output", tmp_path / "eval"])
     line = [row for row in ev.stdout.splitlines() if row.startswith("mAP@all: ")]
     assert line and float(line[0].split()[1]) == pytest.approx(ck["history"][0]["map"], abs=5e-5)
+
+
+def test_training_data_does_not_depend_on_numpy_or_python_global_random_state(lite_single):
+    """The engine no longer seeds numpy's global stream: the augmented training images (and their order)
+    must not draw from it, nor from Python's; Paddle's is seeded by the run."""
+    import random
+
+    from utils.data.datasets import ImageListDataset, load_lists, make_loader
+    from utils.data.transforms import Preprocess
+
+    lists = load_lists(lite_single["list_dir"], 10, False, ("train",))
+    pre = Preprocess.from_dict({"resize_size": 72, "crop_size": 64, "resize_mode": "shorter",
+                                "train_augment": "crop_flip", "eval_crop": "center"})
+
+    def epoch_of_batches(global_seed):
+        np.random.seed(global_seed)
+        random.seed(global_seed)
+        ds = ImageListDataset(lists["train"], lite_single["root"], pre, train=True, seed=7)
+        ds.set_epoch(2)
+        loader = make_loader(ds, 8, 0, train=True, seed=7)
+        loader.batch_sampler.set_epoch(2)
+        return [(img.numpy(), idx.numpy()) for img, _, idx, _ in loader]
+
+    a, b = epoch_of_batches(0), epoch_of_batches(12345)
+    assert len(a) == len(b) == 3
+    for (ia, xa), (ib, xb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ia, ib)
+
+
+def test_help_shows_each_default_once():
+    from utils.train.config import build_parser
+
+    text = build_parser("d").format_help()
+    assert "(default: None)" not in text
+    assert "(default hashnet)" in text and "(default: paper)" in text  # the recipe's words; argparse's own
+
+
+def test_setup_logging_closes_the_handlers_it_replaces(tmp_path):
+    import logging
+
+    from utils.train.reporter import setup_logging
+
+    log = logging.getLogger("deephash")
+    setup_logging(str(tmp_path / "a.log"), True)
+    first = [h for h in log.handlers if isinstance(h, logging.FileHandler)]
+    assert len(first) == 1 and first[0].stream is not None
+    setup_logging(str(tmp_path / "b.log"), True)
+    assert first[0].stream is None, "the first log file was left open"
+    assert [h.baseFilename for h in log.handlers if isinstance(h, logging.FileHandler)] == [str(tmp_path / "b.log")]
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+
+
+def test_visualdl_log_is_closed_when_training_fails(monkeypatch):
+    import utils.train.reporter as reporter
+
+    closed = []
+
+    class FakeLog:
+        def __init__(self, logdir):
+            self.logdir = logdir
+
+        def close(self):
+            closed.append(self.logdir)
+
+    class Env:
+        is_main = True
+
+    monkeypatch.setattr(reporter, "VisualDLLog", FakeLog)
+    rep = reporter.Reporter({"visualdl": "vdl"}, Env(), None, None)
+    with pytest.raises(RuntimeError):
+        with rep.visualdl():
+            raise RuntimeError("diverged")
+    assert closed == ["vdl"]
+
+
+def test_evaluation_result_is_typed_and_becomes_a_dict_only_in_metrics():
+    from dataclasses import fields
+
+    from utils.train.evaluator import EvalResult
+    from utils.train.reporter import Reporter
+
+    names = {f.name for f in fields(EvalResult)}
+    assert {"map", "map_tie_aware", "ranked", "open_set", "cost", "encode_seconds", "map_seconds",
+            "rank_seconds"} <= names
+    z = np.zeros((2, 4), np.float32)
+    r = EvalResult(map=0.5, map_tie_aware=0.25, query_codes=z, query_indices=np.arange(2), query_labels=z,
+                   db_codes=np.zeros((3, 4), np.float32), db_indices=np.arange(3), db_labels=z, ap=np.zeros(2),
+                   ap_tie=np.zeros(2), stats=None, ranked={"map_at_r": 0.125}, open_set=None, cost={"x": 1},
+                   encode_seconds=1.0, map_seconds=2.0, rank_seconds=3.0)
+
+    class Data:
+        lists_sha256 = {"test": "abc"}
+
+    cfg = dict(method="hashnet", bit=4, topk=-1, dataset="lite_single", backbone="alexnet", seed=7)
+    m = Reporter(cfg, None, None, Data()).metrics(3, r, 0.75, 2)
+    assert m == {"method": "hashnet", "bit": 4, "topk": -1, "dataset": "lite_single", "backbone": "alexnet",
+                 "epoch": 3, "map": 0.5, "map_tie_aware": 0.25, "best_map": 0.75, "best_epoch": 2, "num_query": 2,
+                 "num_database": 3, "map_at_r": 0.125, "open_set": None, "cost": {"bytes_per_item": 1, "x": 1},
+                 "seed": 7, "lists_sha256": {"test": "abc"}}
+    json.dumps(m)

@@ -254,3 +254,57 @@ def test_csq_centres_single_label_and_ties():
     np.testing.assert_array_equal(c[1][tie], fn.random_centre.numpy()[tie])
     np.testing.assert_array_equal(c[1][~tie], codebook[0][~tie])
     np.testing.assert_array_equal(c[2], fn.random_centre.numpy())  # no label: the random centre
+
+
+def test_the_base_class_checks_the_batch_and_casts_the_labels_once():
+    """HashLoss.forward refuses mismatched shapes (ValueError naming what is wrong) and hands the method's
+    loss float32 labels: integer labels give exactly the float labels' loss."""
+    from models.losses import HashLoss
+
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal((4, 8)).astype(np.float32)
+    y = np.eye(3, dtype=np.int64)[[0, 1, 2, 0]]
+    idx = np.array([0, 1, 2, 3])
+    seen = []
+
+    class Probe(HashLoss):
+        def loss(self, u, labels, indices):
+            seen.append(labels.dtype)
+            return u.sum()
+
+    Probe()(paddle.to_tensor(u), paddle.to_tensor(y), paddle.to_tensor(idx))
+    assert seen == [paddle.float32]
+    a = DPSHLoss(4, 8, 3)(paddle.to_tensor(u), paddle.to_tensor(y), paddle.to_tensor(idx)).item()
+    b = DPSHLoss(4, 8, 3)(paddle.to_tensor(u), paddle.to_tensor(y.astype(np.float32)), paddle.to_tensor(idx)).item()
+    assert a == b
+    loss = OrthoHashLoss(np.sign(rng.standard_normal((3, 8))))
+    with pytest.raises(ValueError, match="one row per code"):
+        loss(paddle.to_tensor(u), paddle.to_tensor(y[:3]))
+    with pytest.raises(ValueError, match="2-D tensor"):
+        loss(paddle.to_tensor(u[0]), paddle.to_tensor(y))
+    with pytest.raises(ValueError, match="one position per code"):
+        DPSHLoss(4, 8, 3)(paddle.to_tensor(u), paddle.to_tensor(y), paddle.to_tensor(idx[:2]))
+    with pytest.raises(NotImplementedError):
+        HashLoss()(paddle.to_tensor(u), paddle.to_tensor(y))
+
+
+def test_a_memory_bank_is_filled_through_the_gather_it_was_built_with():
+    """The gather a bank loss takes in its constructor (the engine passes Env.gather_tensor) decides what
+    enters the bank: here a stand-in for a second process whose batch follows this one's."""
+    rng = np.random.default_rng(4)
+    u, other = rng.standard_normal((2, 8)).astype(np.float32), rng.standard_normal((2, 8)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)
+    mine, theirs = np.array([0, 1]), np.array([2, 3])
+
+    def gather(t):  # this rank's tensor, then the other rank's (indices, codes or labels by shape)
+        if t.dtype == paddle.int64:
+            return paddle.concat([t, paddle.to_tensor(theirs)])
+        return paddle.concat([t, paddle.to_tensor(other if t.shape[1] == 8 else y)])
+
+    loss = DPSHLoss(4, 8, 2, gather=gather)
+    loss(paddle.to_tensor(u), paddle.to_tensor(y), paddle.to_tensor(mine))
+    np.testing.assert_array_equal(loss.seen.numpy(), [1, 1, 1, 1])
+    np.testing.assert_allclose(loss.U.numpy(), np.concatenate([u, other]))
+    alone = DPSHLoss(4, 8, 2)
+    alone(paddle.to_tensor(u), paddle.to_tensor(y), paddle.to_tensor(mine))
+    np.testing.assert_array_equal(alone.seen.numpy(), [1, 1, 0, 0])

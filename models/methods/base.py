@@ -82,7 +82,9 @@ DEEPHASH_CIFAR_SOURCE = f"{OFFICIAL}: DeepHash-pytorch:utils/tools.py cifar_data
 class Method:
     name: str
     build_head: Callable  # (in_dim, cfg, codebook or None) -> nn.Layer
-    build_loss: Callable  # (cfg, head, num_train) -> HashLoss
+    # (cfg, head, num_train, gather=None) -> HashLoss; `gather` (a batch tensor -> its concatenation over
+    # every process) is passed to the losses that keep a memory bank over the training set
+    build_loss: Callable
     recipe: Recipe
     options: tuple = field(default_factory=tuple)
     summary: str = ""

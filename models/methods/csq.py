@@ -75,12 +75,12 @@ class CSQLoss(HashLoss):
         self.register_buffer("codebook", paddle.to_tensor(codebook), persistable=False)
         self.register_buffer("random_centre", paddle.to_tensor(rnd), persistable=False)
 
-    def centres(self, labels):
-        y = labels.astype("float32")
+    def centres(self, y):
+        """Each image's centre from its float32 label row `y`."""
         mean = paddle.matmul(y, self.codebook) / paddle.clip(y.sum(axis=1, keepdim=True), min=1.0)
         return paddle.where(mean == 0, self.random_centre.unsqueeze(0).expand_as(mean), paddle.sign(mean))
 
-    def forward(self, u, labels, indices=None):
+    def loss(self, u, labels, indices=None):
         target = (self.centres(labels) + 1) / 2
         bce = F.binary_cross_entropy_with_logits(2 * u, target)
         quantization = ((paddle.abs(paddle.tanh(u)) - 1) ** 2).mean()
@@ -91,8 +91,8 @@ register(Method(
     name="csq",
     summary="CSQ (CVPR 2020): BCE to Hadamard hash centres plus quantization",
     build_head=build_head,
-    build_loss=lambda cfg, head, num_train: CSQLoss(head.codebook.numpy(), quant_weight=cfg["quant_weight"],
-                                                    seed=cfg["seed"]),
+    build_loss=lambda cfg, head, num_train, gather=None: CSQLoss(head.codebook.numpy(),
+                                                                 quant_weight=cfg["quant_weight"], seed=cfg["seed"]),
     recipe=Recipe(
         rules=(
             always(dict(optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=90, batch_size=64, lr_step=10,

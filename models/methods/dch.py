@@ -32,7 +32,7 @@ class DCHLoss(HashLoss):
         super().__init__()
         self.bit, self.gamma, self.lam = bit, gamma, lam
 
-    def forward(self, u, labels, indices=None):
+    def loss(self, u, labels, indices=None):
         s = batch_similar(labels)
         n_pos, n = s.sum(), float(s.numel())
         if 0 < float(n_pos) < n:
@@ -50,7 +50,7 @@ register(Method(
     name="dch",
     summary="DCH (CVPR 2018): Cauchy pairwise likelihood and Cauchy quantisation (gamma)",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: DCHLoss(cfg["bit"], gamma=cfg["gamma"], lam=cfg["lambda"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DCHLoss(cfg["bit"], gamma=cfg["gamma"], lam=cfg["lambda"]),
     recipe=Recipe(
         rules=deephash_rules("DCH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=128,
                              gamma=20.0, **{"lambda": 0.1}),

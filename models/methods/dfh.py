@@ -47,13 +47,12 @@ class DFHLoss(PairwiseBankLoss):
     processes keep the same centres). DeepHash-pytorch `DFH.py` DFHLoss.
     """
 
-    def __init__(self, num_train, bit, num_labels, margin=3.0, mu=0.1, vul=1.0, nta=1.0, eta=0.5):
-        super().__init__(num_train, bit, num_labels)
+    def __init__(self, num_train, bit, num_labels, margin=3.0, mu=0.1, vul=1.0, nta=1.0, eta=0.5, gather=None):
+        super().__init__(num_train, bit, num_labels, gather)
         self.m, self.mu, self.vul, self.nta, self.eta = margin, mu, vul, nta, eta
         self.register_buffer("V", paddle.zeros([bit, num_labels], "float32"))
 
-    def forward(self, u, labels, indices):
-        y = labels.astype("float32")
+    def loss(self, u, y, indices):
         with paddle.no_grad():
             centres = paddle.sign(self.V)
             b = paddle.sign(self.mu * paddle.matmul(y, centres, transpose_y=True) + u)
@@ -72,8 +71,9 @@ register(Method(
     name="dfh",
     summary="DFH (BMVC 2019): margin pairwise likelihood, quantisation to learned class-centre bits",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: DFHLoss(num_train, cfg["bit"], cfg["num_labels"], margin=cfg["margin"],
-                                                    mu=cfg["mu"], vul=cfg["vul"], nta=cfg["nta"], eta=cfg["eta"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DFHLoss(
+        num_train, cfg["bit"], cfg["num_labels"], margin=cfg["margin"], mu=cfg["mu"], vul=cfg["vul"], nta=cfg["nta"],
+        eta=cfg["eta"], gather=gather),
     recipe=Recipe(
         rules=deephash_rules("DFH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=64,
                              margin=3.0, mu=0.1, vul=1.0, nta=1.0, eta=0.5),

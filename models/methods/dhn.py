@@ -21,11 +21,11 @@ class DHNLoss(PairwiseBankLoss):
         loss = mean over (batch, seen bank) pairs of [log(1 + e^{θ_ij}) − s_ij·θ_ij] + λ·mean log cosh(|u| − 1)
     """
 
-    def __init__(self, num_train, bit, num_labels, lam=0.1):
-        super().__init__(num_train, bit, num_labels)
+    def __init__(self, num_train, bit, num_labels, lam=0.1, gather=None):
+        super().__init__(num_train, bit, num_labels, gather)
         self.lam = lam
 
-    def forward(self, u, labels, indices):
+    def loss(self, u, labels, indices):
         return self.mean_pair_nll(u, labels, indices) + self.lam * log_cosh(paddle.abs(u) - 1).mean()
 
 
@@ -33,7 +33,8 @@ register(Method(
     name="dhn",
     summary="DHN (AAAI 2016): pairwise cross-entropy plus a log-cosh quantisation loss",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: DHNLoss(num_train, cfg["bit"], cfg["num_labels"], lam=cfg["lambda"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DHNLoss(num_train, cfg["bit"], cfg["num_labels"],
+                                                                 lam=cfg["lambda"], gather=gather),
     recipe=Recipe(
         rules=deephash_rules("DHN.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=90, batch_size=128,
                              **{"lambda": 0.1}),

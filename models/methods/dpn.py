@@ -36,11 +36,12 @@ class DPNLoss(HashLoss):
         self.register_buffer("targets", paddle.to_tensor(targets), persistable=False)
         self.register_buffer("random_centre", paddle.to_tensor(rnd), persistable=False)
 
-    def centres(self, labels):
-        total = paddle.matmul(labels.astype("float32"), self.targets)
+    def centres(self, y):
+        """Each image's target from its float32 label row `y`."""
+        total = paddle.matmul(y, self.targets)
         return paddle.where(total == 0, self.random_centre.unsqueeze(0).expand_as(total), paddle.sign(total))
 
-    def forward(self, u, labels, indices=None):
+    def loss(self, u, labels, indices=None):
         return F.relu(self.m - u * self.centres(labels)).mean()
 
 
@@ -49,7 +50,8 @@ register(Method(
     summary="DPN (IJCAI 2020): bit-wise hinge polarisation towards random class target codes",
     build_head=lambda in_dim, cfg, codebook: LinearHead(
         in_dim, cfg["bit"], codebook=target_vectors(cfg["num_labels"], cfg["bit"], cfg["p"], cfg["seed"])),
-    build_loss=lambda cfg, head, num_train: DPNLoss(head.codebook.numpy(), margin=cfg["margin"], seed=cfg["seed"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DPNLoss(head.codebook.numpy(), margin=cfg["margin"],
+                                                                 seed=cfg["seed"]),
     recipe=Recipe(
         rules=deephash_rules("DPN.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=32,
                              margin=1.0, p=0.5),

@@ -20,11 +20,11 @@ class DPSHLoss(PairwiseBankLoss):
     does not depend on batch and bank size.
     """
 
-    def __init__(self, num_train, bit, num_labels, quant_weight=0.1):
-        super().__init__(num_train, bit, num_labels)
+    def __init__(self, num_train, bit, num_labels, quant_weight=0.1, gather=None):
+        super().__init__(num_train, bit, num_labels, gather)
         self.eta = quant_weight
 
-    def forward(self, u, labels, indices):
+    def loss(self, u, labels, indices):
         quantization = ((u - paddle.sign(u)) ** 2).mean()
         return self.mean_pair_nll(u, labels, indices) + self.eta * quantization
 
@@ -33,8 +33,8 @@ register(Method(
     name="dpsh",
     summary="DPSH (IJCAI 2016): pairwise likelihood of sigmoid(u_i.u_j / 2) plus quantization penalty",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: DPSHLoss(num_train, cfg["bit"], cfg["num_labels"],
-                                                     quant_weight=cfg["quant_weight"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DPSHLoss(num_train, cfg["bit"], cfg["num_labels"],
+                                                                  quant_weight=cfg["quant_weight"], gather=gather),
     recipe=Recipe(
         rules=(
             always(dict(optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=150, batch_size=128, lr_step=None,

@@ -24,12 +24,12 @@ class DSHLoss(PairwiseBankLoss):
         loss = mean over (batch, seen bank) pairs of ℓ_ij + α · mean over batch elements |1 − |u||
     """
 
-    def __init__(self, num_train, bit, num_labels, alpha=0.1):
-        super().__init__(num_train, bit, num_labels)
+    def __init__(self, num_train, bit, num_labels, alpha=0.1, gather=None):
+        super().__init__(num_train, bit, num_labels, gather)
         self.alpha, self.margin = alpha, 2.0 * bit
 
-    def forward(self, u, labels, indices):
-        similar, seen = self.update_bank(u, labels.astype("float32"), indices)
+    def loss(self, u, labels, indices):
+        similar, seen = self.update_bank(u, labels, indices)
         dist = squared_distances(u, self.U)
         pair = similar / 2 * dist + (1 - similar) / 2 * F.relu(self.margin - dist)
         contrastive = (pair * seen).sum() / paddle.clip(seen.sum() * u.shape[0], min=1.0)
@@ -40,7 +40,8 @@ register(Method(
     name="dsh",
     summary="DSH (CVPR 2016): contrastive Hamming-margin loss (margin 2·bit) plus a |1 − |u|| regulariser",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: DSHLoss(num_train, cfg["bit"], cfg["num_labels"], alpha=cfg["alpha"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DSHLoss(num_train, cfg["bit"], cfg["num_labels"],
+                                                                 alpha=cfg["alpha"], gather=gather),
     recipe=Recipe(
         rules=deephash_rules("DSH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=250, batch_size=64,
                              alpha=0.1),

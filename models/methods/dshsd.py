@@ -39,9 +39,8 @@ class DSHSDLoss(HashLoss):
             raise ValueError(f"classifier_loss must be 'softmax' or 'bce', not {classifier_loss!r}")
         self.bit, self.alpha, self.kind, self.margin = bit, alpha, classifier_loss, 2.0 * bit
 
-    def forward(self, out, labels, indices=None):
+    def loss(self, out, y, indices=None):
         u, o = split_extras(out, self.bit)
-        y = labels.astype("float32")
         h = paddle.tanh(u)
         dist = squared_distances(h, h)
         s = (paddle.matmul(y, y, transpose_y=True) > 0).astype("float32")
@@ -57,8 +56,8 @@ register(Method(
     name="dshsd",
     summary="DSHSD (IEEE Access 2019): contrastive margin loss on tanh codes plus a classifier on them",
     build_head=build_head,
-    build_loss=lambda cfg, head, num_train: DSHSDLoss(cfg["bit"], alpha=cfg["alpha"],
-                                                      classifier_loss=cfg["classifier_loss"]),
+    build_loss=lambda cfg, head, num_train, gather=None: DSHSDLoss(cfg["bit"], alpha=cfg["alpha"],
+                                                                   classifier_loss=cfg["classifier_loss"]),
     recipe=Recipe(
         rules=(*deephash_rules("DSHSD.py", optimizer="adam", lr=1e-5, weight_decay=0.0, epochs=250, batch_size=64,
                                alpha=0.05, classifier_loss="softmax"),

@@ -35,7 +35,7 @@ class GreedyHashLoss(HashLoss):
         super().__init__()
         self.bit, self.alpha = bit, alpha
 
-    def forward(self, out, labels, indices=None):
+    def loss(self, out, labels, indices=None):
         u, logits = split_extras(out, self.bit)
         return F.cross_entropy(logits, paddle.argmax(labels, axis=1)) + self.alpha * cubic_penalty(u)
 
@@ -44,7 +44,7 @@ register(Method(
     name="greedyhash",
     summary="GreedyHash (NeurIPS 2018): sign forward, straight-through backward, CE on the binary codes",
     build_head=build_head,
-    build_loss=lambda cfg, head, num_train: GreedyHashLoss(cfg["bit"], alpha=cfg["alpha"]),
+    build_loss=lambda cfg, head, num_train, gather=None: GreedyHashLoss(cfg["bit"], alpha=cfg["alpha"]),
     recipe=Recipe(
         rules=(*deephash_rules("GreedyHash.py", optimizer="sgd", lr=1e-3, weight_decay=5e-4, epochs=200,
                                batch_size=64, lr_step=30, lr_gamma=0.1, alpha=0.1),

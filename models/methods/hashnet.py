@@ -27,8 +27,8 @@ class HashNetLoss(PairwiseBankLoss):
     loss = Σ w_ij ℓ_ij / S.
     """
 
-    def __init__(self, num_train, bit, num_labels, alpha=0.1, step_continuation=20):
-        super().__init__(num_train, bit, num_labels)
+    def __init__(self, num_train, bit, num_labels, alpha=0.1, step_continuation=20, gather=None):
+        super().__init__(num_train, bit, num_labels, gather)
         self.alpha = alpha
         self.step_continuation = step_continuation
         self.scale = 1.0
@@ -36,9 +36,9 @@ class HashNetLoss(PairwiseBankLoss):
     def set_epoch(self, epoch):
         self.scale = math.sqrt((epoch - 1) // self.step_continuation + 1)
 
-    def forward(self, u, labels, indices):
+    def loss(self, u, labels, indices):
         h = paddle.tanh(self.scale * u)
-        similar, seen = self.update_bank(h, labels.astype("float32"), indices)
+        similar, seen = self.update_bank(h, labels, indices)
         pair_loss = pair_nll(self.alpha * paddle.matmul(h, self.U, transpose_y=True), similar)
         s1 = (similar * seen).sum()
         s0 = ((1 - similar) * seen).sum()
@@ -51,8 +51,9 @@ register(Method(
     name="hashnet",
     summary="HashNet (ICCV 2017): pairwise weighted likelihood, tanh continuation",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: HashNetLoss(
-        num_train, cfg["bit"], cfg["num_labels"], alpha=cfg["alpha"], step_continuation=cfg["step_continuation"]),
+    build_loss=lambda cfg, head, num_train, gather=None: HashNetLoss(
+        num_train, cfg["bit"], cfg["num_labels"], alpha=cfg["alpha"], step_continuation=cfg["step_continuation"],
+        gather=gather),
     recipe=Recipe(
         rules=(
             always(dict(optimizer="sgd", lr=1e-3, weight_decay=5e-4, epochs=150, batch_size=64, lr_step=50,

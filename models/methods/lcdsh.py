@@ -20,8 +20,7 @@ class LCDSHLoss(HashLoss):
         super().__init__()
         self.lam = lam
 
-    def forward(self, u, labels, indices=None):
-        y = labels.astype("float32")
+    def loss(self, u, y, indices=None):
         s = 2 * (paddle.matmul(y, y, transpose_y=True) > 0).astype("float32") - 1
         theta = paddle.clip(0.5 * paddle.matmul(u, u, transpose_y=True), -50, 50)
         b = paddle.sign(u)
@@ -33,7 +32,7 @@ register(Method(
     name="lcdsh",
     summary="LCDSH (IJCAI 2017): pairwise likelihood plus consistency of real and binary similarities",
     build_head=lambda in_dim, cfg, codebook: LinearHead(in_dim, cfg["bit"]),
-    build_loss=lambda cfg, head, num_train: LCDSHLoss(lam=cfg["lambda"]),
+    build_loss=lambda cfg, head, num_train, gather=None: LCDSHLoss(lam=cfg["lambda"]),
     recipe=Recipe(
         rules=deephash_rules("LCDSH.py", optimizer="rmsprop", lr=1e-5, weight_decay=1e-5, epochs=350, batch_size=128,
                              **{"lambda": 3.0}),

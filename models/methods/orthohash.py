@@ -54,7 +54,7 @@ register(Method(
     summary="OrthoHash (NeurIPS 2021): cosine to a fixed orthogonal codebook, one CE loss",
     build_head=lambda in_dim, cfg, codebook: BatchNormHead(in_dim, cfg["bit"], codebook,
                                                            unbiased=cfg["bn_variance"] == "unbiased"),
-    build_loss=lambda cfg, head, num_train: OrthoHashLoss(
+    build_loss=lambda cfg, head, num_train, gather=None: OrthoHashLoss(
         head.codebook.numpy(), scale=cfg["scale"], margin=cfg["margin"], loss_type=cfg["loss"],
         label_mode=cfg["label_mode"]),
     recipe=Recipe(

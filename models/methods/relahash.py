@@ -39,8 +39,8 @@ register(Method(
     summary="RelaHash (IEEE Access 2023): relative position of the batch to normalised centroids, one CE loss",
     build_head=lambda in_dim, cfg, codebook: BatchNormHead(in_dim, cfg["bit"], codebook,
                                                            unbiased=cfg["bn_variance"] == "unbiased"),
-    build_loss=lambda cfg, head, num_train: RelaHashLoss(head.codebook.numpy(), scale=cfg["scale"],
-                                                         margin=cfg["margin"], label_mode=cfg["label_mode"]),
+    build_loss=lambda cfg, head, num_train, gather=None: RelaHashLoss(
+        head.codebook.numpy(), scale=cfg["scale"], margin=cfg["margin"], label_mode=cfg["label_mode"]),
     recipe=Recipe(
         rules=(
             always(dict(optimizer="adam", lr=1e-4, weight_decay=5e-4, epochs=100, batch_size=16, lr_step=None,

@@ -47,7 +47,7 @@ class UnsupervisedGreedyHashLoss(HashLoss):
         super().__init__()
         self.bit, self.alpha = bit, alpha
 
-    def forward(self, out, labels=None, indices=None):
+    def loss(self, out, labels=None, indices=None):
         h, x = split_extras(out, self.bit)
         return half_pair_mse(sign_straight_through(h), x) + self.alpha * cubic_penalty(h)
 
@@ -83,7 +83,7 @@ class BiHalfLoss(HashLoss):
         super().__init__()
         self.bit, self.gamma = bit, gamma
 
-    def forward(self, out, labels=None, indices=None):
+    def loss(self, out, labels=None, indices=None):
         h, x = split_extras(out, self.bit)
         return half_pair_mse(bihalf(h, self.gamma), x)
 
@@ -100,7 +100,8 @@ register(Method(
     name="greedyhash_unsup",
     summary="GreedyHash unsupervised (NeurIPS 2018): codes' cosine similarities match the features'",
     build_head=build_head,
-    build_loss=lambda cfg, head, num_train: UnsupervisedGreedyHashLoss(cfg["bit"], alpha=cfg["alpha"]),
+    build_loss=lambda cfg, head, num_train, gather=None: UnsupervisedGreedyHashLoss(cfg["bit"],
+                                                                                    alpha=cfg["alpha"]),
     recipe=Recipe(rules=_rules("GreedyHash", alpha=0.1), scratch=SCRATCH),
     options=(Option("alpha", float, "DSH/DSHSD/GreedyHash: weight α of the regulariser"),),
     supervised=False,
@@ -110,7 +111,7 @@ register(Method(
     name="bihalf",
     summary="BiHalf unsupervised (AAAI 2021): per-bit median split of the batch, cosine similarities matched",
     build_head=build_head,
-    build_loss=lambda cfg, head, num_train: BiHalfLoss(cfg["bit"], gamma=cfg["gamma"]),
+    build_loss=lambda cfg, head, num_train, gather=None: BiHalfLoss(cfg["bit"], gamma=cfg["gamma"]),
     recipe=Recipe(rules=_rules("BiHalf", gamma=6.0), scratch=SCRATCH),
     options=(Option("gamma", float, "BiHalf: weight γ of the extra (h − B) gradient"),),
     supervised=False,

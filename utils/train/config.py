@@ -29,7 +29,7 @@ RUN_KEYS = ("eval", "pretrained", "resume", "device", "output", "num_workers", "
 
 def build_parser(description):
     p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("model")
     _flag(g, "--method", choices=sorted(METHODS), default=None,
           help="hashing method (default hashnet): "
@@ -118,6 +118,16 @@ def build_parser(description):
             kw["choices"] = opt.choices
         _flag(g, "--" + name, **kw)
     return p
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help, except where the default is None: those flags take
+    their value from the recipe, the preset or the checkpoint, which their help names itself."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 GENERAL_DEFAULTS = dict(method="hashnet", bit=64, backbone="alexnet", dataset="coco", num_workers=4, seed=2000,

@@ -48,9 +48,9 @@ class VisualDLLog:
                             "pip install visualdl==2.5.3 (or drop --visualdl)")
         self.writer = LogWriter(logdir=logdir)
 
-    def epoch(self, row, result=None, query_labels=None, db_labels=None):
-        """One train_log.csv `row`; with the epoch's evaluation `result` (engine.evaluate) and the labels
-        of its query / database rows, also mAP, code histograms and the PR curve."""
+    def epoch(self, row, result=None):
+        """One train_log.csv `row`; with the epoch's evaluation `result` (utils.train.evaluator.EvalResult),
+        also mAP, code histograms and the PR curve."""
         if self.writer is None:
             return
         w, step = self.writer, int(row["epoch"])
@@ -58,12 +58,12 @@ class VisualDLLog:
         w.add_scalar("train/lr", float(row["lr"]), step)
         if result is None:
             return
-        w.add_scalar("eval/mAP", float(result["map"]), step)
-        w.add_scalar("eval/mAP_tie_aware", float(result["map_tie_aware"]), step)
-        db = np.asarray(result["db_codes"], np.float32)
+        w.add_scalar("eval/mAP", float(result.map), step)
+        w.add_scalar("eval/mAP_tie_aware", float(result.map_tie_aware), step)
+        db = np.asarray(result.db_codes, np.float32)
         w.add_histogram("codes/continuous", db.ravel(), step, buckets=50)
         w.add_histogram("codes/bit_mean", np.where(db > 0, 1.0, -1.0).mean(axis=0), step, buckets=20)
-        tp, fp, tn, fn = hamming_pr_counts(result["query_codes"], db, query_labels, db_labels)
+        tp, fp, tn, fn = hamming_pr_counts(result.query_codes, db, result.query_labels, result.db_labels)
         precision, recall = tp / np.maximum(tp + fp, 1e-7), tp / np.maximum(tp + fn, 1e-7)
         # visualdl 2.5.3's add_pr_curve uses np.float (gone in numpy 2): write the curve's record directly
         from visualdl.component.base_component import pr_curve_raw
