@@ -72,6 +72,53 @@ def test_int8_under_the_threshold_is_refused_and_not_written(trained, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.fixture(scope="module")
+def vit_int8(lite_single, tmp_path_factory):
+    """OrthoHash 64 bits on a frozen random-weight vit_s_16 (64 px lite images, 3 epochs from the feature
+    cache), exported with INT8 ONNX calibrated on the 24 training images."""
+    out = tmp_path_factory.mktemp("vit_int8")
+    run_cli(["main_single_gpu.py", *lite_flags(lite_single, "orthohash", out / "run", epochs=3, bit=64,
+                                               extra=["--backbone", "vit_s_16", "--freeze-backbone"])])
+    export = run_cli(["export_model.py", "--pretrained", out / "run" / "best.pdparams", "--output-dir", out / "inf",
+                      "--int8", "--calib-list", os.path.join(lite_single["list_dir"], "train.txt"),
+                      "--calib-num", 24])
+    return {"inf": out / "inf", "data": lite_single, "export_stdout": export.stdout}
+
+
+def test_int8_vit_codes_agree_with_fp32_on_at_least_the_threshold(vit_int8):
+    """A transformer graph quantises only its weight products (utils/deploy/quantize.py): the codes of the
+    query and database images (none used in calibration) keep MIN_BIT_AGREEMENT of the FP32 bits."""
+    from utils.deploy import encode_images, read_inference_yml
+    from utils.deploy.quantize import MIN_BIT_AGREEMENT
+    from utils.deploy.runtimes import open_exported
+
+    assert "transformer graph: MatMul/Gemm weights and inputs only" in vit_int8["export_stdout"]
+    paths = _lite_images(vit_int8["data"], "test") + _lite_images(vit_int8["data"], "database")
+    preprocess = read_inference_yml(vit_int8["inf"])["preprocess_obj"]
+    fp32, _ = encode_images(open_exported(vit_int8["inf"], "onnx"), paths, preprocess, 16)
+    int8, _ = encode_images(open_exported(vit_int8["inf"], "onnx-int8"), paths, preprocess, 16)
+    assert not np.array_equal(fp32, int8)  # it is a different (quantised) model
+    same = np.mean((fp32 > 0) == (int8 > 0))
+    assert same >= MIN_BIT_AGREEMENT, f"{same:.4f} of {fp32.size} bits identical"
+    print(f"INT8 vit_s_16: {100 * same:.2f}% of {fp32.size} bits identical")
+
+
+def test_int8_vit_with_the_convnet_settings_is_refused(vit_int8, tmp_path, monkeypatch):
+    """The same model quantised as AlexNet/ResNet are (ORT's default op types: LayerNorm, Softmax, GELU, the
+    residual Adds too) loses too many bits and is refused, so the test above can fail."""
+    from utils.deploy import quantize, read_inference_yml
+    from utils.deploy.quantize import calibration_from_list, quantize_onnx
+    from utils.errors import UserError
+
+    data = vit_int8["data"]
+    calib = calibration_from_list(os.path.join(data["list_dir"], "train.txt"), data["root"],
+                                  read_inference_yml(vit_int8["inf"])["preprocess_obj"], 12)
+    monkeypatch.setattr(quantize, "TRANSFORMER_OPS", frozenset())
+    with pytest.raises(UserError, match="not written") as refused:
+        quantize_onnx(str(vit_int8["inf"] / "inference.onnx"), str(tmp_path / "int8.onnx"), calib)
+    print(refused.value)
+
+
 def test_int8_export_needs_a_calibration_list(trained, tmp_path):
     proc = run_cli(["export_model.py", "--pretrained", trained["run"] / "best.pdparams", "--output-dir", tmp_path,
                     "--int8"], check=False)

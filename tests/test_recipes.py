@@ -309,6 +309,48 @@ def test_print_recipe_names_the_source_of_each_value():
     assert build_parser("").parse_args(["--lr", "3e-5"]).lr == 3e-5
 
 
+def test_print_recipe_of_a_transformer_backbone_names_fire_and_vts():
+    """The transformer backbones' rules (models/methods/backbone_rules.py): OrthoHash takes FIRe's orthocos
+    template, the VTS methods VTS's get_config; each value names its repository and file."""
+    proc = run_cli(["main_single_gpu.py", "--method", "orthohash", "--dataset", "coco", "--backbone", "vit_s_16",
+                    "--print-recipe"])
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    for key, value in (("batch_size", "64"), ("margin", "0.3"), ("codebook", "O"), ("lr", "0.0001"),
+                       ("backbone_lr_mult", "0.1")):
+        assert rows[key].split()[1] == value, rows[key]
+        assert "CISiPLab/cisip-FIRe configs/templates/orthocos.yaml" in rows[key]
+    assert "kamwoh/orthohash" in rows["resize_mode"]  # the transforms stay the method's own
+    proc = run_cli(["main_single_gpu.py", "--method", "dsh", "--dataset", "nuswide", "--backbone", "vit_b_16",
+                    "--print-recipe"])
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    for key, value in (("optimizer", "adam"), ("lr", "1e-05"), ("weight_decay", "0.0"), ("epochs", "150"),
+                       ("batch_size", "32"), ("backbone_lr_mult", "1.0"), ("lr_gamma", "1.0"),
+                       ("resize_size", "256"), ("crop_size", "224"), ("train_augment", "crop_flip")):
+        assert rows[key].split()[1] == value, rows[key]
+        assert "shivram1987/VisionTransformerHashing" in rows[key], rows[key]
+    assert "DSH.py get_config" in rows["lr"]
+    # CSQ's λ from CSQ.py; swin_t has no VTS rule (CSQ's own recipe); alexnet/resnet are untouched
+    assert cfg_for("--method", "csq", "--backbone", "clip_vit_b32")["quant_weight"] == 1e-4
+    assert cfg_for("--method", "csq", "--backbone", "swin_t")["lr"] == 1e-3
+    assert cfg_for("--method", "orthohash", "--backbone", "swin_t")["batch_size"] == 64
+    assert cfg_for("--method", "orthohash", "--backbone", "alexnet")["batch_size"] == 256
+    assert cfg_for("--method", "dsh", "--backbone", "resnet50")["optimizer"] == "rmsprop"
+    # lite data keeps its 64 px; --recipe scratch and flags still win over the backbone rules
+    assert cfg_for("--method", "dsh", "--backbone", "vit_s_16", "--dataset", "lite_single")["crop_size"] == 64
+    assert cfg_for("--method", "dsh", "--backbone", "vit_s_16", "--recipe", "scratch")["lr"] == 1e-5
+    assert cfg_for("--method", "orthohash", "--backbone", "vit_s_16", "--recipe", "scratch")["lr"] == 1e-3
+    assert cfg_for("--method", "orthohash", "--backbone", "vit_s_16", "-bs", "8")["batch_size"] == 8
+
+
+def test_every_transformer_backbone_has_the_backbone_rules():
+    from models.backbones import BACKBONES
+    from models.methods.backbone_rules import FIRE_BACKBONES, VTS_BACKBONES
+
+    convnets = {"alexnet", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101"}
+    assert set(FIRE_BACKBONES) == set(BACKBONES) - convnets
+    assert set(VTS_BACKBONES) == {b for b in BACKBONES if "vit" in b}
+
+
 def test_scratch_recipe_and_label_mode():
     paper, scratch = cfg_for("--method", "orthohash"), cfg_for("--method", "orthohash", "--recipe", "scratch")
     assert (paper["lr"], paper["batch_size"]) == (1e-4, 256) and (scratch["lr"], scratch["batch_size"]) == (1e-3, 32)

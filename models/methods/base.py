@@ -4,7 +4,8 @@ official code, per data set where the references differ, each value with where i
 A recipe is resolved for a run (utils/train/config.py) in this order, later entries winning:
 
     general defaults → the data-set preset → the method's base recipe → its rules that match the run
-    (data set / backbone / bit) → `--recipe scratch` (random-init settings) → the checkpoint → flags
+    (data set / backbone / bit) → the transformer backbones' rules (backbone_rules.py) → `--recipe scratch`
+    (random-init settings) → the checkpoint → flags
 
 `python main_single_gpu.py --method M --dataset D --print-recipe` prints the result with the source
 of every value.
@@ -57,9 +58,11 @@ class Recipe:
     rules: tuple
     scratch: dict = field(default_factory=dict)
 
-    def resolve(self, cfg, scratch=False):
-        """[(key, value, source)] for a run described by cfg (method, dataset, backbone, bit), in order."""
+    def resolve(self, cfg, scratch=False, extra=()):
+        """[(key, value, source)] for a run described by cfg (method, dataset, backbone, bit), in order;
+        `extra` (the backbone rules, backbone_rules.py) comes after the method's own rules, before scratch."""
         out = [(k, v, r.source) for r in self.rules if r.matches(cfg) for k, v in r.values.items()]
+        out += list(extra)
         if scratch:
             out += [(k, v, f"{PROJECT}: --recipe scratch") for k, v in self.scratch.items()]
         return out

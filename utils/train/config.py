@@ -11,6 +11,7 @@ import os
 
 from models.backbones import BACKBONES, backbone_preprocess
 from models.methods import METHODS, method_options
+from models.methods.backbone_rules import backbone_rules
 from models.methods.base import PROJECT
 from utils.cli import add_flag as _flag
 from utils.data.datasets import PRESETS
@@ -162,7 +163,7 @@ def resolve(args, checkpoint_cfg=None, sources=None):
                     "data_path": os.path.join("datasets", cfg["dataset"]),
                     "list_dir": os.path.join("data", cfg["dataset"])}, f"data-set preset '{cfg['dataset']}'"))
     layers.append((backbone_preprocess(cfg["backbone"]), f"backbone {cfg['backbone']} preprocessing"))
-    for key, value, source in method.recipe.resolve(cfg, scratch=cfg["recipe"] == "scratch"):
+    for key, value, source in method.recipe.resolve(cfg, scratch=cfg["recipe"] == "scratch", extra=backbone_rules(cfg)):
         layers.append(({key: value}, f"{method.name} recipe: {source}"))
     layers += [(base, "checkpoint"), (given, "command line")]
     cfg = {}
