@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from utils.cli import add_flag
 from utils.deploy.runtimes import RUNTIMES
 from utils.errors import UserError, cli_entry
 
@@ -24,7 +25,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", "--model-path", dest="pretrained", required=True,
                    help="checkpoint (best.pdparams / last.pdparams) written by training")
-    p.add_argument("--output-dir", "--save-inference-dir", "--output_dir", dest="output_dir",
+    add_flag(p, "--output-dir", "--save-inference-dir", dest="output_dir",
                    default="./output/inference", help="where to write the exported model (default %(default)s)")
     for rt in RUNTIMES.values():
         if rt.export_flag:  # the other runtimes are always exported
@@ -32,9 +33,9 @@ def parse_args(argv=None):
                            help=f"also write {' + '.join(rt.files)} ({rt.summary})")
     p.add_argument("--opset", type=int, default=11, help="ONNX opset (default %(default)s)")
     g = p.add_argument_group("INT8 (--int8, implies --onnx; utils/deploy/quantize.py)")
-    g.add_argument("--calib-list", "--calib_list", dest="calib_list", default=None,
+    add_flag(g, "--calib-list", default=None,
                    help="list whose images calibrate the quantisation: the training list, e.g. data/coco/train.txt")
-    g.add_argument("--calib-num", "--calib_num", dest="calib_num", type=int, default=256,
+    add_flag(g, "--calib-num", type=int, default=256,
                    help="calibration images, a seeded sample of --calib-list; as many others check the bit "
                         "agreement (default %(default)s)")
     g.add_argument("--calib-data-path", dest="calib_data_path", default=None,

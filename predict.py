@@ -18,7 +18,8 @@ from utils.errors import UserError, cli_entry
 
 
 def parse_args(argv=None):
-    from utils.deploy.searcher import add_database_args
+    from utils.cli import add_flag
+    from utils.deploy.options import add_search_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--img", required=True, help="query image")
@@ -26,13 +27,13 @@ def parse_args(argv=None):
                    help="code length; taken from the checkpoint or export, checked when given")
     p.add_argument("--pretrained", default=None,
                    help="checkpoint (default: the <bit>-bit best.pdparams in --save_path or its sub-folders)")
-    p.add_argument("--model-dir", "--model_dir", dest="model_dir", default=None,
+    add_flag(p, "--model-dir", default=None,
                    help="use an exported model (export_model.py) instead of a checkpoint")
-    add_database_args(p)
+    add_search_model(p)
     p.add_argument("--index", default=None,
                    help="search this index (scripts/index.py) instead of the database list; its own model by "
                         "default (--pretrained / --model-dir must be the same model)")
-    p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
+    add_flag(p, "--save_path", "--save-path", dest="save_path", default="./output",
                    help="where the database code cache and the matched pictures go (default %(default)s)")
     p.add_argument("--topk", type=int, default=10, help="results to list (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size when encoding the database")
@@ -82,7 +83,7 @@ def main(argv=None):
         from utils.deploy.indexing import open_index_search
 
         searcher = open_index_search(args.index, args.pretrained, args.model_dir,
-                                     args.backend if args.model_dir else None, args.use_gpu,
+                                     args.runtime if args.model_dir else None, args.use_gpu,
                                      data_path=args.data_path)  # the index's image root, if its images moved
         try:
             if args.bit is not None and searcher.model.bit != args.bit:
@@ -93,7 +94,7 @@ def main(argv=None):
         finally:
             searcher.index.close()
     else:
-        searcher = open_search(args.pretrained, args.model_dir, args.backend, args.use_gpu, args.bit, args.save_path,
+        searcher = open_search(args.pretrained, args.model_dir, args.runtime, args.use_gpu, args.bit, args.save_path,
                                args.dataset, args.data_path, args.list_dir, args.batch_size, args.skip_bad_images,
                                model_line="----- Pretrained: Load model state from {source}")
         database = searcher.database
@@ -110,7 +111,7 @@ def main(argv=None):
     print(f"{'rank':>4}  {'hamming':>7}  {'path':<60}  labels" + ("  (id)" if args.index else ""))
     for hit in hits:
         print(f"{hit.rank:>4}  {hit.distance:>7}  {hit.path:<60}  {' '.join(map(str, hit.labels))}"
-              + (f"  ({hit.index})" if args.index else ""))
+              + (f"  ({hit.id})" if args.index else ""))
     if args.show:
         from utils.report.plots import save_montage
 

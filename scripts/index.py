@@ -32,16 +32,15 @@ from utils.errors import UserError, cli_entry  # noqa: E402
 
 
 def parse_args(argv=None):
-    from utils.deploy.indexing import ENGINES
-    from utils.deploy.searcher import add_runtime_arg
-    from utils.index import BACKENDS
+    from utils.cli import add_flag
+    from utils.deploy.options import add_engine, add_index_backend, add_runtime
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     def sources(q):
         q.add_argument("--list", help="a HashNet list: relative/path l1 ... lC")
-        q.add_argument("--data-path", "--data_path", dest="data_path", help="image root of --list")
+        add_flag(q, "--data-path", help="image root of --list")
         q.add_argument("--images", help="a folder: every image file under it (no labels)")
         q.add_argument("--chunk-size", type=int, default=256, help="images per commit (default %(default)s)")
         q.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default %(default)s)")
@@ -51,14 +50,13 @@ def parse_args(argv=None):
         q.add_argument("--model", required=required,
                        help="checkpoint, training output folder or exported model directory" +
                        ("" if required else " (default: the index's own)"))
-        add_runtime_arg(q, "runtime", "runtime of an exported --model (default paddle, or the index's)", None,
-                        old_spellings=())  # here --backend is the index's storage
+        add_runtime(q, None, "runtime of an exported --model (default paddle, or the index's)",
+                    old_spelling=False)  # here --backend is the index's storage
         q.add_argument("--use-gpu", action="store_true")
 
     q = sub.add_parser("build", help="encode a list or a folder into a new index (resumes an interrupted build)")
     q.add_argument("--out", required=True, help="index directory to create")
-    q.add_argument("--backend", choices=tuple(BACKENDS), default="embedded",
-                   help="where the index stores its codes (default %(default)s)")
+    add_index_backend(q)
     q.add_argument("--uri", help="Milvus: a server (http://host:19530) or a Milvus Lite file "
                                  "(default: milvus.db in the index directory)")
     model(q, required=True)
@@ -69,8 +67,8 @@ def parse_args(argv=None):
     q.add_argument("--rebuild", action="store_true", help="--model differs from the index's: re-encode the index")
     sources(q)
     def moved(q):
-        q.add_argument("--data-path", "--data_path", dest="data_path",
-                       help="the index's image root, if its images moved (see relocate)")
+        add_flag(q, "--data-path",
+                 help="the index's image root, if its images moved (see relocate)")
 
     q = sub.add_parser("remove", help="remove items by id or path")
     q.add_argument("--index", required=True)
@@ -96,11 +94,10 @@ def parse_args(argv=None):
     q.add_argument("--radius", type=int, default=None,
                    help="instead of the top k: every item within this Hamming distance, by (distance, id) "
                         "(exact: a scan or multi-index hashing, chosen per query; Milvus: its range search)")
-    q.add_argument("--max-results", "--max_results", dest="max_results", type=int, default=1000,
+    add_flag(q, "--max-results", type=int, default=1000,
                    help="with --radius: at most this many results (default %(default)s); a note says when it cut")
     q.add_argument("--verbose", action="store_true", help="with --radius: say which algorithm answered")
-    q.add_argument("--engine", choices=ENGINES, default=None,
-                   help="embedded backend: exact engine of utils.retrieval (default auto)")
+    add_engine(q, "embedded backend: exact engine of utils.retrieval (default auto)")
     q.add_argument("--json", action="store_true")
     model(q)
     moved(q)

@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from utils.cli import add_flag  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.data.lite_data import generate  # noqa: E402
 
@@ -25,14 +26,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=("single", "multi", "both"), default="both",
                    help="single: one-hot labels; multi: 1-3 labels per image; both (default)")
-    p.add_argument("--data-path", "--data_path", dest="data_path", default=None,
+    add_flag(p, "--data-path", default=None,
                    help="image root (default datasets/lite_<kind>; only with one --kind)")
-    p.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
+    add_flag(p, "--list-dir", default=None,
                    help="list folder (default data/lite_<kind>; only with one --kind)")
-    p.add_argument("--n-train", "--n_train", dest="n_train", type=int, default=200)
-    p.add_argument("--n-database", "--n_database", dest="n_database", type=int, default=400)
-    p.add_argument("--n-test", "--n_test", dest="n_test", type=int, default=100)
-    p.add_argument("--num-classes", "--num_classes", dest="num_classes", type=int, default=10)
+    add_flag(p, "--n-train", type=int, default=200)
+    add_flag(p, "--n-database", type=int, default=400)
+    add_flag(p, "--n-test", type=int, default=100)
+    add_flag(p, "--num-classes", type=int, default=10)
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

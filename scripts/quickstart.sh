@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end on generated lite data, on CPU (or a GPU when present), in a few minutes:
 #   install what is missing → generate lite data → train HashNet and OrthoHash (64 bits) → evaluate
-#   → export (static Paddle + ONNX) → infer.py on both backends → predict.py on a query.
+#   → export (static Paddle + ONNX) → infer.py in both runtimes → predict.py on a query.
 # Settings can be changed through the environment: EPOCHS=8 OUT=output/quickstart bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +37,10 @@ for pair in hashnet:lite_single orthohash:lite_multi; do
   "$PY" main_single_gpu.py --eval --pretrained "$run/best.pdparams" --output "$run/eval"
   step "$method: exporting to $run/inference (static Paddle + ONNX)"
   "$PY" export_model.py --pretrained "$run/best.pdparams" --output-dir "$run/inference" --onnx
-  for backend in paddle onnx; do
-    step "$method: infer.py --backend $backend on the lite query images"
+  for runtime in paddle onnx; do
+    step "$method: infer.py --runtime $runtime on the lite query images"
     "$PY" deploy/inference_python/infer.py --model-dir "$run/inference" --img "datasets/$dataset/test" \
-      --backend "$backend" --batch-size 32 --save-codes "$run/inference/test_codes_$backend.npy" --benchmark | tail -n 3
+      --runtime "$runtime" --batch-size 32 --save-codes "$run/inference/test_codes_$runtime.npy" --benchmark | tail -n 3
   done
 done
 

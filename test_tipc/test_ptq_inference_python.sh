@@ -1,7 +1,7 @@
 #!/bin/bash
 # TIPC post-training quantisation (PaddleClas's train_ptq_infer_python.txt / test_ptq_inference_python.sh):
 # checkpoint → INT8 ONNX (export_model.py --int8, calibrated on the training list; refused when its codes
-# agree with FP32 on too few bits) → ONNX Runtime INT8 inference (infer.py --backend onnx-int8).
+# agree with FP32 on too few bits) → ONNX Runtime INT8 inference (infer.py --runtime onnx-int8).
 #
 #   bash test_tipc/test_ptq_inference_python.sh CONFIG [MODE]
 #     CONFIG  test_tipc/configs/<model>/train_ptq_infer_python.txt

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.helpers import lite_flags, run_cli
+from tests.helpers import ROOT, lite_flags, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +321,36 @@ def test_hit_fields():
     assert [f.name for f in dataclasses.fields(Hit)] == ["rank", "distance", "id", "path", "labels", "stored"]
     hit = Hit(1, 0, 7, "root/a.jpg", [2])
     assert (hit.rank, hit.distance, hit.id, hit.path, hit.labels, hit.stored) == (1, 0, 7, "root/a.jpg", [2], None)
-    assert hit.index == 7  # the old name, until predict.py moves to `id`
+    assert not hasattr(hit, "index")  # the old name of `id` (a position in one mode, an id in the other) is gone
+
+
+def test_entry_points_share_the_option_groups_of_the_registries(monkeypatch):
+    """--runtime (old spelling --backend) in infer.py and predict.py, --engine and --backend in
+    scripts/index.py: their choices are the registries', so a registered runtime reaches every entry point."""
+    import importlib.util
+
+    from utils.deploy.runtimes import RUNTIMES
+    from utils.index import BACKENDS
+    from utils.retrieval import SEARCH_ENGINES
+
+    def load(rel):
+        spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], os.path.join(ROOT, rel))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    infer, predict, index = (load(f) for f in ("deploy/inference_python/infer.py", "predict.py", "scripts/index.py"))
+    for runtime in RUNTIMES:
+        for flag in ("--runtime", "--backend"):
+            assert infer.parse_args(["--model_dir", "m", "--img", "x", flag, runtime]).runtime == runtime
+            assert predict.parse_args(["--img", "x", flag, runtime]).runtime == runtime
+    for engine in SEARCH_ENGINES:
+        assert index.parse_args(["search", "--index", "i", "--img", "x", "--engine", engine]).engine == engine
+    for backend in BACKENDS:
+        assert index.parse_args(["build", "--out", "o", "--model", "m", "--images", "d",
+                                 "--backend", backend]).backend == backend
+    monkeypatch.setitem(RUNTIMES, "fake-runtime", RUNTIMES["onnx"])
+    assert infer.parse_args(["--model-dir", "m", "--img", "x", "--runtime", "fake-runtime"]).runtime == "fake-runtime"
 
 
 def test_predict_empty_database_is_one_line_error(trained, tmp_path):

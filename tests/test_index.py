@@ -808,12 +808,13 @@ def test_renamed_flags_keep_their_old_spellings():
     assert (args.runtime, args.engine) == ("paddle", "numpy")
     import argparse
 
-    from utils.deploy.searcher import add_database_args
+    from utils.deploy.options import add_search_model
 
     p = argparse.ArgumentParser()
-    add_database_args(p)  # predict.py's: still into args.backend
-    assert p.parse_args(["--runtime", "onnx-int8"]).backend == "onnx-int8"
-    assert p.parse_args(["--backend", "onnx"]).backend == "onnx"
+    add_search_model(p)  # predict.py's and the service's
+    assert p.parse_args(["--runtime", "onnx-int8"]).runtime == "onnx-int8"
+    assert p.parse_args(["--backend", "onnx"]).runtime == "onnx"  # the old spelling
+    assert p.parse_args(["--data_path", "d", "--list_dir", "l"]).data_path == "d"
 
 
 def serving_app():

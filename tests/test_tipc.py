@@ -96,7 +96,7 @@ def test_every_config_is_consistent(model):
     assert "main_multi_gpu.py" in train["train_params"]["dist_train"]
     assert "0,1" in train["train_params"]["gpu_list"].split("|")  # the multi-process training is covered
     assert "--onnx" in onnx["paddle2onnx_params"]["2onnx"]
-    assert onnx["infer_params"]["--backend"] == "onnx"
+    assert onnx["infer_params"]["--runtime"] == "onnx"
     assert "lite_train_lite_infer=0" in train["data_params"]["--num-workers"]
     assert onnx["paddle2onnx_params"]["train_config"] == f"test_tipc/configs/{model}/train_infer_python.txt"
     for key in ("--data-path", "--list-dir"):  # lite data stays under the git-ignored output folder

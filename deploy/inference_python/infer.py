@@ -16,7 +16,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-from utils.deploy.runtimes import RUNTIMES, open_exported  # noqa: E402
+from utils.cli import add_flag  # noqa: E402
+from utils.deploy.options import add_runtime  # noqa: E402
+from utils.deploy.runtimes import open_exported  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 
 
@@ -33,19 +35,19 @@ def str2bool(v):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", "--model_dir", dest="model_dir", required=True,
+    add_flag(p, "--model-dir", required=True,
                    help="folder written by export_model.py (inference.yml + model files)")
     p.add_argument("--img", "--image_dir", dest="img", required=True, help="an image file or a folder of images")
-    p.add_argument("--backend", choices=tuple(RUNTIMES), default="paddle", help="default %(default)s")
-    p.add_argument("--use-gpu", "--use_gpu", dest="use_gpu", type=str2bool, nargs="?", const=True, default=False)
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
-    p.add_argument("--cpu-threads", "--cpu_threads", dest="cpu_threads", type=int, default=None,
+    add_runtime(p, help_text="the runtime to run the export in")
+    add_flag(p, "--use-gpu", type=str2bool, nargs="?", const=True, default=False)
+    add_flag(p, "--batch-size", type=int, default=16)
+    add_flag(p, "--cpu-threads", type=int, default=None,
                    help="CPU math threads (default: all cores)")
-    p.add_argument("--enable-mkldnn", "--enable_mkldnn", dest="enable_mkldnn", type=str2bool, nargs="?", const=True,
+    add_flag(p, "--enable-mkldnn", type=str2bool, nargs="?", const=True,
                    default=True, help="oneDNN for Paddle Inference on CPU (default true; false if a model misbehaves)")
-    p.add_argument("--save-codes", "--save_codes", dest="save_codes", default=None,
+    add_flag(p, "--save-codes", default=None,
                    help="write the ±1 codes (int8, input order) to this .npy file")
-    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (default: stop)")
+    add_flag(p, "--skip-bad-images", action="store_true", help="skip unreadable images (default: stop)")
     p.add_argument("--benchmark", type=str2bool, nargs="?", const=True, default=False,
                    help="print preprocess / inference / postprocess ms per image and images/s")
     return p.parse_args(argv)
@@ -74,7 +76,7 @@ def main(argv=None):
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     meta = read_inference_yml(args.model_dir)
     paths = list_images(args.img)
-    encoder = open_exported(args.model_dir, args.backend, args.use_gpu, args.cpu_threads, args.enable_mkldnn)
+    encoder = open_exported(args.model_dir, args.runtime, args.use_gpu, args.cpu_threads, args.enable_mkldnn)
     preprocess = meta["preprocess_obj"]
     timer = Timer() if args.benchmark else None
     if args.benchmark:  # one warm-up batch outside the timings
@@ -99,7 +101,7 @@ def main(argv=None):
         save_npy(args.save_codes, binary)
         print(f"----- saved {len(binary)} codes ({binary.shape[1]} bits) to {args.save_codes}", file=sys.stderr)
     if timer:
-        print(f"----- benchmark ({args.backend}, batch {args.batch_size}, "
+        print(f"----- benchmark ({args.runtime}, batch {args.batch_size}, "
               f"{'gpu' if args.use_gpu else 'cpu'}): {timer.report()}")
 
 

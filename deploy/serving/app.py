@@ -59,21 +59,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None):
-    from utils.deploy.indexing import ENGINES
-    from utils.deploy.searcher import add_database_args
+    from utils.cli import add_flag
+    from utils.deploy.options import add_engine, add_search_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model-dir", "--model_dir", dest="model_dir", help="a model exported by export_model.py")
+    add_flag(src, "--model-dir", help="a model exported by export_model.py")
     src.add_argument("--pretrained", help="a training checkpoint (best.pdparams), run in Paddle's dynamic graph")
     p.add_argument("--index", help="search this index (scripts/index.py) instead of a database list; its model "
                                    "by default (--model-dir / --pretrained must be the same model)")
-    p.add_argument("--engine", choices=ENGINES, default=None,
-                   help="with --index on the embedded backend: the exact search kernel (default auto)")
+    add_engine(p, "with --index on the embedded backend: the exact search kernel (default auto)")
     p.add_argument("--admin-token", default=os.environ.get(ADMIN_ENV) or None,
                    help=f"enables POST /index/add and DELETE /index/<id> for this token (default ${ADMIN_ENV})")
-    add_database_args(p, runtime_dest="runtime")
-    p.add_argument("--save_path", "--save-path", dest="save_path", default="./output",
+    add_search_model(p)
+    add_flag(p, "--save_path", "--save-path", dest="save_path", default="./output",
                    help="folder of the database code cache (default %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8866, help="default %(default)s")

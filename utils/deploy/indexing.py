@@ -33,7 +33,6 @@ from utils.cache_file import file_sha256
 
 
 
-ENGINES = ("auto", "numba", "numpy", "faiss")  # --engine: the exact search kernel of the embedded backend
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def resolve_model(path, runtime="paddle", use_gpu=False, flag="--model"):
                         "or an exported model directory (export_model.py)")
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, YML)):
         record = {"model_dir": os.path.abspath(path), "runtime": runtime}
-        return load_model(model_dir=path, backend=runtime, use_gpu=use_gpu), record
+        return load_model(model_dir=path, runtime=runtime, use_gpu=use_gpu), record
     ckpt = find_checkpoint(path) if os.path.isdir(path) else path
     return load_model(pretrained=ckpt, use_gpu=use_gpu), {"pretrained": os.path.abspath(ckpt)}
 

@@ -2,7 +2,7 @@
 in one of the registered runtimes), the database codes (cached in `database_code_<bit>.npy`, rebuilt
 when the weights, the list, the image root or the preprocessing change), and the retrieval engine.
 
-    searcher = open_search(pretrained=..., model_dir=..., backend=..., save_path=...)  # predict.py, the service
+    searcher = open_search(pretrained=..., model_dir=..., runtime=..., save_path=...)  # predict.py, the service
     code, hits = searcher.search(pil_image, k)  # hits: [Hit(rank, distance, id, path, labels)]
 """
 import glob
@@ -29,11 +29,6 @@ class Hit:
     path: str  # the image file (image root joined with the list's path)
     labels: list  # the label indices of the database image
     stored: str = None  # an index's item: its path as the index stores it (relative to its image root)
-
-    @property
-    def index(self):
-        """The old name of `id` (a list position in one mode, an item id in the other): use `id`."""
-        return self.id
 
 
 @dataclass
@@ -74,15 +69,15 @@ def find_checkpoint(save_path, bit=None):
                     "choose one with --pretrained" + ("" if bit else " or --bit"))
 
 
-def load_model(pretrained=None, model_dir=None, backend="paddle", use_gpu=False):
+def load_model(pretrained=None, model_dir=None, runtime="paddle", use_gpu=False):
     """A Model from a checkpoint (dygraph) or from an export_model.py directory."""
     from utils import deploy
     from utils.deploy.runtimes import codes_fingerprint, open_exported
 
     if model_dir:
         meta = deploy.read_inference_yml(model_dir)
-        encoder = open_exported(model_dir, backend, use_gpu)
-        fingerprint = codes_fingerprint(backend, model_dir, meta["weights_fingerprint"])
+        encoder = open_exported(model_dir, runtime, use_gpu)
+        fingerprint = codes_fingerprint(runtime, model_dir, meta["weights_fingerprint"])
         return Model(encoder, meta["preprocess_obj"], int(meta["model"]["bit"]), fingerprint, model_dir,
                      meta.get("trained_on") or {"dataset": meta["model"].get("dataset")})
     encoder = deploy.DygraphEncoder(pretrained, "--pretrained", use_gpu)
@@ -133,29 +128,6 @@ class Database:
         save_codes(cache_dir, model.bit, self.codes, fp, self.indices)
         log(f"----- Save code of database in {self.cache_file}")
         return True
-
-
-def add_runtime_arg(parser, dest="runtime", help_text="runtime of an exported --model-dir (default paddle)",
-                    default="paddle", old_spellings=("--backend",)):
-    """--runtime: one of the registered runtimes of utils.deploy.runtimes, into `dest`; its old spellings
-    (--backend, where that flag does not name the index's storage) still accepted."""
-    from utils.deploy.runtimes import RUNTIMES
-
-    note = f"; {', '.join(old_spellings)}: its old spelling" if old_spellings else ""
-    parser.add_argument("--runtime", *old_spellings, dest=dest, choices=tuple(RUNTIMES), default=default,
-                        help=help_text + note)
-
-
-def add_database_args(parser, runtime_dest="backend"):
-    """The flags predict.py and the retrieval service share: runtime of an exported model (--runtime, old
-    spelling --backend; into `runtime_dest`) and where the database is (each defaults to what training
-    used)."""
-    add_runtime_arg(parser, runtime_dest, "for --model-dir (default paddle)")
-    parser.add_argument("--dataset", default=None, help="data set of the database (default: the model's)")
-    parser.add_argument("--data_path", "--data-path", dest="data_path", default=None,
-                        help="image root of the database list (default: the one training used)")
-    parser.add_argument("--list-dir", "--list_dir", dest="list_dir", default=None,
-                        help="folder with database.txt (default: the one training used)")
 
 
 def resolve_database(model, dataset=None, data_path=None, list_dir=None):
@@ -212,16 +184,16 @@ class Searcher:
         return hits
 
 
-def open_search(pretrained=None, model_dir=None, backend="paddle", use_gpu=False, bit=None, save_path="./output",
+def open_search(pretrained=None, model_dir=None, runtime="paddle", use_gpu=False, bit=None, save_path="./output",
                 dataset=None, data_path=None, list_dir=None, batch_size=32, skip_bad=False,
                 model_line="----- Model: {source} ({bit} bits)", log=print):
-    """The start-up predict.py and the service share: the model (`model_dir` in `backend`, else the
+    """The start-up predict.py and the service share: the model (`model_dir` in `runtime`, else the
     checkpoint `pretrained`, else the one training left in `save_path`, see find_checkpoint), checked
     against `bit` when given and announced with `model_line`; the database (flags, else what the model
     was trained on) and its codes (the cache in `save_path`, or encoded now). An empty database (every
     image unreadable and skipped) is an error. → a Searcher."""
     pretrained = None if model_dir else (pretrained or find_checkpoint(save_path, bit))
-    model = load_model(pretrained, model_dir, backend, use_gpu)
+    model = load_model(pretrained, model_dir, runtime, use_gpu)
     if bit is not None and model.bit != bit:
         raise UserError(f"--bit {bit} but {model.source} makes {model.bit}-bit codes; pass --bit {model.bit}")
     log(model_line.format(source=model.source, bit=model.bit))

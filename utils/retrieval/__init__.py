@@ -41,6 +41,7 @@ Modules (this facade re-exports them; they never import it): codes, kernels_nump
 faiss_bridge, backends (which engine runs), search (top-k), ranking_metrics (mAP, P/R@k, PR by radius),
 metrics (radius and R-based, one pass), radius (every item within a radius).
 """
+from utils.retrieval.backends import SEARCH_ENGINES
 from utils.retrieval.codes import as_packed, binarize, code_words, codes_to_hex, hex_to_codes, pack_codes, unpack_codes
 from utils.retrieval.kernels_numba import HAVE_NUMBA
 from utils.retrieval.kernels_numpy import popcount
@@ -51,8 +52,8 @@ from utils.retrieval.ranking_metrics import (PRCurve, mean_average_precision, pr
 from utils.retrieval.search import HammingIndex, hamming_distance, hamming_topk
 
 __all__ = [
-    "HAVE_NUMBA", "binarize", "pack_codes", "code_words", "popcount", "unpack_codes", "as_packed", "codes_to_hex",
-    "hex_to_codes", "hamming_distance", "hamming_topk", "mean_average_precision", "precision_recall_at_k",
-    "pr_curve_hamming_radius", "PRCurve", "HammingIndex",
+    "HAVE_NUMBA", "SEARCH_ENGINES", "binarize", "pack_codes", "code_words", "popcount", "unpack_codes", "as_packed",
+    "codes_to_hex", "hex_to_codes", "hamming_distance", "hamming_topk", "mean_average_precision",
+    "precision_recall_at_k", "pr_curve_hamming_radius", "PRCurve", "HammingIndex",
     "RankStats", "rank_stats", "precision_recall_at_radius", "map_at_r", "r_precision", "query_groups", "subset_mean",
 ]

@@ -4,6 +4,9 @@ availability flags are read here at call time (tests patch `HAVE_NUMBA` and `_fa
 from utils.retrieval.faiss_bridge import _faiss
 from utils.retrieval.kernels_numba import HAVE_NUMBA
 
+# the search kernels a caller may ask for (--engine): "auto" and the exact ones
+SEARCH_ENGINES = ("auto", "numba", "numpy", "faiss")
+
 
 def _backend(backend, allowed):
     """Check a backend name against `allowed` → the engine to run ("auto" → `_exact_backend()`)."""
@@ -31,4 +34,4 @@ def _search_backend(backend):
     """The backend of a top-k search: "auto" → numba, else faiss, else numpy."""
     if backend == "auto":
         backend = "numba" if HAVE_NUMBA else ("faiss" if _faiss() is not None else "numpy")
-    return _backend(backend, ("numba", "numpy", "faiss"))
+    return _backend(backend, SEARCH_ENGINES[1:])
