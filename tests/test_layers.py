@@ -208,3 +208,24 @@ def test_numpy_layers_do_not_load_paddle(module):
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"importing {module} loaded {proc.stdout.strip()} {proc.stderr[-500:]}"
+
+
+def test_package_init_files_are_facades():
+    """A package's __init__.py holds a docstring, imports and __all__ only (and a warnings filter): no
+    function, class or other statement (the implementation lives in modules named by concern)."""
+    bad = []
+    for path in project_files():
+        if os.path.basename(path) != "__init__.py":
+            continue
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        for i, node in enumerate(tree.body):
+            if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # the docstring
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+                continue
+            if isinstance(node, ast.Expr) and ast.unparse(node).startswith("warnings.filterwarnings("):
+                continue  # utils/__init__.py silences Paddle's import-time ccache warning for every entry point
+            bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {type(node).__name__}")
+    assert not bad, "package __init__.py beyond a facade:\n" + "\n".join(bad)

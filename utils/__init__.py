@@ -2,7 +2,8 @@
 `models`): `data` (lists, datasets, transforms, lite data), `train` (command line and the training /
 evaluation engine), `retrieval` (codes, Hamming ranking, mAP), `report` (evaluation metrics, report),
 `index` (the living index of codes), `deploy` (export, runtimes, search service), and the small leaves
-(`errors`, `fileio`, `rundir`, `registry`, `safe_pickle`, `cache_file`, `stop_signal`).
+(`errors`, `fileio`, `rundir`, `registry`, `safe_pickle`, `cache_file`, `stop_signal`, `cli`,
+`weight_files`), and `code_cache` (a run's cached database codes).
 
 `utils.retrieval`, `utils.report` and `utils.index` import neither Paddle nor `models`
 (tests/test_layers.py); importing `utils` itself imports nothing else.

@@ -73,7 +73,7 @@ def model_fingerprint(model):
 def resolve_model(path, runtime="paddle", use_gpu=False, flag="--model"):
     """A searcher.Model from a checkpoint file, an exported model directory (inference.yml) or a training
     output folder (its best.pdparams, see find_checkpoint). → (model, record for the index)."""
-    from utils.deploy import YML
+    from utils.deploy.encoders import YML
     from utils.deploy.searcher import find_checkpoint, load_model
 
     if not path or not os.path.exists(path):
@@ -123,7 +123,7 @@ def check_root(index):
 
 def encode_packed(model, paths, batch_size=32, on_error=None):
     """(packed codes, kept paths) of image files, through the one preprocessing and encoding path."""
-    from utils.deploy import encode_images
+    from utils.deploy.encoders import encode_images
 
     raw, kept = encode_images(model.encoder, list(paths), model.preprocess, batch_size, on_error=on_error)
     return pack_codes(binarize(raw)) if len(kept) else np.zeros((0, (model.bit + 7) // 8), np.uint8), kept

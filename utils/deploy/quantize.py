@@ -48,7 +48,7 @@ import tempfile
 
 import numpy as np
 
-from utils.deploy import PREFIX
+from utils.deploy.encoders import PREFIX
 from utils.errors import UserError
 from utils.fileio import atomic_path
 

@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from utils.deploy import PREFIX, quantize
+from utils.deploy import quantize
+from utils.deploy.encoders import PREFIX
 from utils.errors import UserError
 from utils.registry import Registry
 

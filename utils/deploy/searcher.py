@@ -105,7 +105,7 @@ class Database:
         """Use `<cache_dir>/database_code_<bit>.npy` when it matches the model, list, image root and
         preprocessing; otherwise encode the database and rewrite the cache (saying why). Returns True
         when the cache was rebuilt."""
-        from utils.deploy import encode_images
+        from utils.deploy.encoders import encode_images
 
         fp = make_fingerprint(model.weights_fingerprint, self.list.list_file, self.data_path,
                               model.preprocess.to_dict())
