@@ -130,7 +130,8 @@ def table(rows):
     for method in sorted(by, key=lambda m: METHODS.index(m) if m in METHODS else 99):
         cells = by[method]
         full = {v: c for v, c in cells.items() if all(d in c for d in DATASETS)}
-        best = max(full, key=lambda v: sum(full[v].values())) if full else None
+        # a choice only once every variant ran on both sets (a partial sweep chooses nothing)
+        best = max(full, key=lambda v: sum(full[v].values())) if full and len(full) == len(cells) else None
         chosen[method] = best
         for v, c in cells.items():
             mean = f"{sum(c.values()) / len(c):.4f}" if v in full else "—"
@@ -164,7 +165,8 @@ def main(argv=None):
     if args.table:
         text, chosen = table(rows)
         print(text)
-        print("\nchosen: " + ", ".join(f"{m} {v}" for m, v in chosen.items() if v))
+        done = [f"{m} {v}" for m, v in chosen.items() if v]
+        print("\nchosen (methods whose sweep is complete): " + (", ".join(done) or "none yet"))
         return 0
     done = {(r["method"], r["dataset"], r["variant"], r["seed"], r["bit"], r["epochs"]) for r in rows}
     todo = []
