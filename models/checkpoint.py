@@ -14,9 +14,10 @@ Tensors come back as numpy arrays, exactly the values `paddle.load` gave (it reb
 Why keep `paddle.save` rather than a code-free format (npz + JSON, safetensors): the reader must accept
 the pickles every earlier release wrote anyway, so a second format would add a writer and a reader
 without removing the pickle reader; with the allow-list reader the pickle is data, not code; and the
-files stay what Paddle users expect (`paddle.load(best.pdparams)["model"]` works in their own code, on
-files they made). tests/fixtures/old_release/ holds a checkpoint written by the previous release's own
-`save_checkpoint`; tests/test_trust.py evaluates, resumes, exports and predicts from it.
+files stay what Paddle users expect (Paddle's own loader reads `best.pdparams` and its "model" entry in
+their own code, on files they made; this project reads them only through the allow-list).
+tests/fixtures/old_release/ holds a checkpoint written by the previous release's own `save_checkpoint`;
+tests/test_trust.py evaluates, resumes, exports and predicts from it.
 """
 import hashlib
 import os

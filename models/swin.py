@@ -1,4 +1,4 @@
-"""Swin Transformer (V1) as torchvision's `models/swin_transformer.py`, in Paddle, up to the features its
+"""Swin Transformer (V1) as torchvision's `torchvision:models/swin_transformer.py`, in Paddle, up to the features its
 classification head receives: norm → permute → avgpool → flatten (768-d for Swin-T).
 
 Module names and parameter shapes are torchvision's (`features.0.0` patch conv, `features.1.0.attn.qkv`,

@@ -2,10 +2,10 @@
 (strict by default, Linear weights transposed by the type of the layer they land in).
 
 Names read from the libraries' model definitions:
-- torchvision `models/vision_transformer.py`: `conv_proj`, `class_token` (1, 1, D), `encoder.pos_embedding`,
+- `torchvision:models/vision_transformer.py`: `conv_proj`, `class_token` (1, 1, D), `encoder.pos_embedding`,
   `encoder.layers.encoder_layer_N.{ln_1, self_attention.in_proj_weight/in_proj_bias, self_attention.out_proj,
   ln_2, mlp.0, mlp.3}` (older files: `mlp.linear_1/linear_2`), `encoder.ln`, `heads.head` (dropped);
-- timm `vision_transformer.py` (also its Hugging Face `model.safetensors` / `pytorch_model.bin`) and
+- `timm:models/vision_transformer.py` (also its Hugging Face `model.safetensors` / `pytorch_model.bin`) and
   DINOv2's official `dinov2_vit*14_pretrain.pth`: our own names; `head` (timm's classifier) and
   `mask_token` (DINOv2's masked-image training token) are dropped;
 - open_clip `transformer.py` (`open_clip_pytorch_model.bin` / `open_clip_model.safetensors`, the whole

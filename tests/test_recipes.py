@@ -208,7 +208,7 @@ def to_chw(img):
 
 
 REFERENCE_EVAL = {
-    # DeepHash-pytorch utils/tools.py image_transform: Resize(256) + CenterCrop(224)
+    # DeepHash-pytorch:utils/tools.py image_transform: Resize(256) + CenterCrop(224)
     "shorter_center": lambda img, r, c: center_crop(torchvision_resize(img, r), c),
     # thuml ResizeImage (PIL resize to a square, default filter) + PlaceCrop((r - c - 1) / 2)
     "square_place": lambda img, r, c: img.resize((r, r)).crop(((r - c - 1) / 2, (r - c - 1) / 2,

@@ -7,12 +7,12 @@ that match a run after the method's own rules (so they replace its AlexNet-era v
   shivram1987/VisionTransformerHashing: DSH, HashNet, GreedyHash, DPN and CSQ (and IDHN, not here) on an
   ImageNet-21k ViT-B/32 (the default in every `get_config`) or ViT-B/16. Every script: Adam lr 1e-5 on all
   parameters (one lr, torch's Adam without weight decay), no lr schedule, 150 epochs, batch 32;
-  utils/tools.py image_transform: Resize(256) + flip + RandomCrop(224), CenterCrop(224) at test,
-  ImageNet mean/std; CIFAR Resize(224) only (cifar_dataset). Method constants: DSH α 0.1, HashNet α 0.1
-  and continuation step 20, GreedyHash α 0.1, DPN m 1 / p 0.5 (= our recipes), CSQ λ 1e-4 (ours 0.05 /
-  0.001). Applied to every ViT backbone here (VTS_BACKBONES): the only ViT-hashing reference that
-  trains these methods; vit_b_16 is its ViT-B/16 architecture, the others are the same family.
-- CISiPLab/cisip-FIRe (the OrthoHash authors' toolkit): models/architectures/helper.py builds vit
+  VisionTransformerHashing:utils/tools.py image_transform: Resize(256) + flip + RandomCrop(224),
+  CenterCrop(224) at test, ImageNet mean/std; CIFAR Resize(224) only (cifar_dataset). Method constants:
+  DSH α 0.1, HashNet α 0.1 and continuation step 20, GreedyHash α 0.1, DPN m 1 / p 0.5 (= our recipes),
+  CSQ λ 1e-4 (ours 0.05 / 0.001). Applied to every ViT backbone here (VTS_BACKBONES): the only ViT-hashing
+  reference that trains these methods; vit_b_16 is its ViT-B/16 architecture, the others are the same family.
+- CISiPLab/cisip-FIRe (the OrthoHash authors' toolkit): cisip-FIRe:models/architectures/helper.py builds vit
   (vit_base_patch16_224), vitsmall, swin(tiny), convnext with no backbone-specific setting — a run takes
   the method's template and train.py's defaults whatever the backbone. For OrthoHash that is
   configs/templates/orthocos.yaml (bs 64, lr 1e-4, wd 5e-4, backbone_lr_scale 0.1, m 0.3, s 8, cent_init
@@ -46,7 +46,7 @@ REAL_DATASETS = ("coco", "nuswide", "imagenet")  # the lite presets (64 px) keep
 VTS_TRAIN = dict(optimizer="adam", lr=1e-5, weight_decay=0.0, epochs=150, batch_size=32, lr_gamma=1.0,
                  backbone_lr_mult=1.0, head_lr_mult=1.0, drop_last=False, resize_mode="shorter",
                  train_augment="crop_flip", eval_crop="center")
-VTS_SOURCE = f"{OFFICIAL}: {VTS} {{file}} get_config, utils/tools.py image_transform"
+VTS_SOURCE = f"{OFFICIAL}: {VTS} {{file}} get_config, VisionTransformerHashing:utils/tools.py image_transform"
 VTS_METHODS = {"dsh": "DSH.py", "hashnet": "HashNet.py", "greedyhash": "GreedyHash.py", "dpn": "DPN.py",
                "csq": "CSQ.py"}
 
@@ -64,7 +64,7 @@ def _vts_rules():
                       f"{OFFICIAL}: {VTS} get_config (resize_size 256, crop_size 224)"))
     rules.append(Rule(dict(method=methods, backbone=VTS_BACKBONES, dataset="cifar10"),
                       dict(resize_size=224, crop_size=224, train_augment="none"),
-                      f"{OFFICIAL}: {VTS} utils/tools.py cifar_dataset (Resize(224) only)"))
+                      f"{OFFICIAL}: {VTS} VisionTransformerHashing:utils/tools.py cifar_dataset (Resize(224) only)"))
     return tuple(rules)
 
 
@@ -73,7 +73,7 @@ FIRE_RULES = (  # lr_step: the method's None (0.8·epochs), as FIRe's step_size 
          dict(optimizer="adam", lr=1e-4, weight_decay=5e-4, epochs=100, batch_size=64, lr_gamma=0.1,
               backbone_lr_mult=0.1, margin=0.3, scale=8.0, codebook="O"),
          f"{OFFICIAL}: {FIRE} configs/templates/orthocos.yaml over train.py's defaults (no per-backbone "
-         "settings in models/architectures/helper.py)"),
+         "settings in cisip-FIRe:models/architectures/helper.py)"),
 )
 
 BACKBONE_RULES = _vts_rules() + FIRE_RULES

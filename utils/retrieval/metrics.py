@@ -22,7 +22,7 @@ distance r of q, and N⁺_q(r) the relevant ones among them):
   which appends 0 for a query that retrieves nothing), and of the MATLAB hash-lookup evaluation
   (``eval_HammingRadius2HashLookup.m``, "precision 0" for an empty lookup). HashNet's own released code
   (thuml/HashNet ``pytorch/src/test.py`` and ``caffe/models/predict/*/predict_parallel.py``) and
-  DeepHash-pytorch (``utils/tools.py``: ``CalcTopMap``, ``CalcTopMapWithPR``; DPSH.py evaluates through
+  DeepHash-pytorch (``DeepHash-pytorch:utils/tools.py``: ``CalcTopMap``, ``CalcTopMapWithPR``; DPSH.py evaluates through
   it) compute mAP and top-k curves only, no radius metric. ``empty="exclude"`` averages only the queries
   that retrieve something (``N_q(r) > 0``), as this project's radius PR curve always did
   (`utils.retrieval.pr_curve_hamming_radius`); reporting the share of such queries next to it keeps
