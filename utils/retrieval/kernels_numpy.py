@@ -117,13 +117,11 @@ def _np_tie_aware_ap(n, r, m_last, inv):
     return float(np.sum(w * value) / np.sum(w))
 
 
-def _np_rank_stats(qw, dw, ql, dl, ks, bits):
-    """Per query: distance histogram, relevant histogram (nq, bits+1) and #relevant in the top k for ks."""
-    nq = qw.shape[0]
-    hist = np.zeros((nq, bits + 1), np.int64)
-    relhist = np.zeros((nq, bits + 1), np.int64)
-    relk = np.zeros((nq, len(ks)), np.int64)
-    for s, e in _np_blocks(nq, dw.shape[0], max(dw.shape[1], dl.shape[1])):
+def _np_rank_rows(qw, dw, ql, dl, ks, bits, hist, relhist, relk):
+    """For every query, fill its row of the distance histogram, the relevant histogram (nq, bits+1) and
+    #relevant in the top k for ks (ties by database order); yield (q, its distances, its relevance) for
+    callers that compute more per query (utils/retrieval/metrics.py: AP@R)."""
+    for s, e in _np_blocks(qw.shape[0], dw.shape[0], max(dw.shape[1], dl.shape[1])):
         dist = _np_dist(qw[s:e], dw)
         for r, d in enumerate(dist):
             q = s + r
@@ -134,4 +132,15 @@ def _np_rank_stats(qw, dw, ql, dl, ks, bits):
                 t, before = _np_threshold(hist[q], k)
                 tied = np.flatnonzero(d == t)[:k - before]
                 relk[q, i] = relhist[q, :t].sum() + rel[tied].sum()
+            yield q, d, rel
+
+
+def _np_rank_stats(qw, dw, ql, dl, ks, bits):
+    """Per query: distance histogram, relevant histogram (nq, bits+1) and #relevant in the top k for ks."""
+    nq = qw.shape[0]
+    hist = np.zeros((nq, bits + 1), np.int64)
+    relhist = np.zeros((nq, bits + 1), np.int64)
+    relk = np.zeros((nq, len(ks)), np.int64)
+    for _ in _np_rank_rows(qw, dw, ql, dl, ks, bits, hist, relhist, relk):
+        pass
     return hist, relhist, relk

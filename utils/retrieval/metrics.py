@@ -45,7 +45,7 @@ import numpy as np
 from utils.retrieval.backends import _backend
 from utils.retrieval.codes import _resolve_k
 from utils.retrieval.kernels_numba import HAVE_NUMBA, _dist_proto, _query_block
-from utils.retrieval.kernels_numpy import _np_blocks, _np_dist, _np_relevant, _np_threshold
+from utils.retrieval.kernels_numpy import _np_rank_rows, _np_threshold
 from utils.retrieval.ranking_metrics import PRCurve, _metric_inputs
 
 if HAVE_NUMBA:  # the kernels below call these jitted helpers by their own names
@@ -218,26 +218,17 @@ def _csr(labels):
 
 
 def _np_rank_stats_r(qw, dw, ql, dl, ks, bits, hist, relhist, relk, ap_r, rel_r):
-    for s, e in _np_blocks(qw.shape[0], dw.shape[0], max(dw.shape[1], dl.shape[1])):
-        dist = _np_dist(qw[s:e], dw)
-        for row, d in enumerate(dist):
-            q = s + row
-            rel = _np_relevant(ql[q], dl)
-            hist[q] = np.bincount(d, minlength=bits + 1)
-            relhist[q] = np.bincount(d, weights=rel, minlength=bits + 1)
-            for i, k in enumerate(ks):
-                t, before = _np_threshold(hist[q], k)
-                tied = np.flatnonzero(d == t)[:k - before]
-                relk[q, i] = relhist[q, :t].sum() + rel[tied].sum()
-            n_rel = int(relhist[q].sum())
-            if n_rel == 0:
-                continue
-            t, _ = _np_threshold(hist[q], n_rel)
-            sel = np.flatnonzero(d <= t)
-            ranked = rel[sel[np.argsort(d[sel], kind="stable")[:n_rel]]]
-            hits = np.cumsum(ranked)
-            ap_r[q] = float(np.sum(ranked * hits / np.arange(1, n_rel + 1))) / n_rel
-            rel_r[q] = int(hits[-1])
+    """_np_rank_stats's rows (kernels_numpy._np_rank_rows), plus AP@R and #relevant in the top R."""
+    for q, d, rel in _np_rank_rows(qw, dw, ql, dl, ks, bits, hist, relhist, relk):
+        n_rel = int(relhist[q].sum())
+        if n_rel == 0:
+            continue
+        t, _ = _np_threshold(hist[q], n_rel)
+        sel = np.flatnonzero(d <= t)
+        ranked = rel[sel[np.argsort(d[sel], kind="stable")[:n_rel]]]
+        hits = np.cumsum(ranked)
+        ap_r[q] = float(np.sum(ranked * hits / np.arange(1, n_rel + 1))) / n_rel
+        rel_r[q] = int(hits[-1])
 
 
 if HAVE_NUMBA:
